@@ -90,7 +90,9 @@ def _env_name(value) -> str | None:
 
 RULES: dict[str, Callable[[Any], str | None]] = {
     "tables.backend": _one_of("auto", "delta-spark", "delta-rs"),
-    "ingest.header_block_bytes": lambda v: None if 1024 <= v <= 64 * 2**20 else "must be between 1024 and 67108864",
+    "ingest.header_first_block_bytes": lambda v: None if 256 <= v <= 64 * 2**20 else "must be between 256 and 67108864",
+    "ingest.header_max_block_bytes": lambda v: None if 1024 <= v <= 64 * 2**20 else "must be between 1024 and 67108864",
+    "ingest.site_from": _one_of("folder", "institution"),
     "ingest.max_header_bytes": _positive,
     "ingest.defer_size_bytes": _positive,
     "ingest.parse_timeout_seconds": _positive,

@@ -1,0 +1,180 @@
+"""`triage`: the command line of every stage, the whole run, the demo and SQL.
+
+Global options (--conf, --set, --input, --output) go before or after the
+command. Configuration is loaded and checked before Spark starts, so a bad
+setting costs nothing and names itself.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from jobs.config import ConfigError, load_settings, require
+from jobs.session import EnvironmentProblem
+
+# Pipeline order. A stage that is not built yet names the issue that adds it.
+STAGES: list[tuple[str, str, str | None]] = [
+    ("ingest", "headers into `instances` and `ingest_errors`", None),
+    ("pixels", "pixel statistics, series geometry, duplicates", "issue 3"),
+    ("embed", "image embeddings and anatomy inference", "issue 4"),
+    ("neighbors", "nearest neighbours, near duplicates, clusters", "issue 5"),
+    ("curate", "inclusion decisions and review queue", "issue 6"),
+    ("report", "HTML report", "issue 6"),
+]
+DEFAULT_DEMO_DELIVERY = "demo-delivery"
+
+
+class NotBuilt(Exception):
+    pass
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conf", action="append", default=argparse.SUPPRESS, metavar="FILE",
+                        help="YAML settings file (local path or URI); may repeat")
+    parser.add_argument("--set", dest="overrides", action="append", default=argparse.SUPPRESS,
+                        metavar="KEY=VALUE", help="override one setting, e.g. --set ingest.files_per_partition=500")
+    parser.add_argument("--input", default=argparse.SUPPRESS, help="delivery folder or URI (setting `input`)")
+    parser.add_argument("--output", default=argparse.SUPPRESS, help="where tables go (setting `output`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triage", description="Triage a DICOM delivery on Spark.")
+    _common(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, summary, issue in STAGES:
+        sub = commands.add_parser(name, help=summary + (f" (not built yet: {issue})" if issue else ""))
+        _common(sub)
+    _common(commands.add_parser("run", help="every stage in order"))
+    demo = commands.add_parser("demo", help="generate a demo delivery (if absent) and run everything on it")
+    _common(demo)
+    demo.add_argument("--delivery", default=DEFAULT_DEMO_DELIVERY, help="where the demo delivery is/goes")
+    data = commands.add_parser("demo-data", help="write a demo delivery with ground truth to OUT")
+    _common(data)
+    data.add_argument("out", help="local folder or s3:// URI")
+    data.add_argument("--seed", type=int, default=7)
+    data.add_argument("--scale", type=int, default=1, help="multiplies patients and series")
+    sql = commands.add_parser("sql", help="run Spark SQL with every result table registered by name")
+    _common(sql)
+    sql.add_argument("query")
+    sql.add_argument("--limit", type=int, default=50, help="rows to print")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, extra: list[str] | None = None):
+    overrides = list(getattr(args, "overrides", []) or [])
+    for key in ("input", "output"):
+        if getattr(args, key, None) is not None:
+            overrides.append(f"{key}={getattr(args, key)}")
+    overrides += extra or []
+    conf_files = getattr(args, "conf", []) or []
+    return load_settings(conf_files, overrides, read_text=_read_conf)
+
+
+def _read_conf(uri: str) -> str:
+    from jobs.storage import read_text
+    try:
+        return read_text(uri)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--conf {uri}: cannot read: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"triage: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except NotBuilt as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 2
+    except EnvironmentProblem as exc:
+        print(f"triage: {exc}", file=sys.stderr)
+        return 3
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo-data":
+        from jobs.demo_data import generate_delivery
+        settings = settings_from(args)
+        summary = generate_delivery(args.out, seed=args.seed, scale=args.scale,
+                                    storage_options=settings.storage.options)
+        print(f"demo delivery written to {args.out}: {summary}")
+        return 0
+    if args.command == "demo":
+        return _demo(args)
+    settings = settings_from(args)
+    if args.command == "sql":
+        return _sql(settings, args.query, args.limit)
+    if args.command == "run":
+        return _run_stages(settings, [name for name, _, _ in STAGES], "run")
+    return _run_stages(settings, [args.command], args.command)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jobs.demo_data import generate_delivery
+    delivery = os.path.abspath(args.delivery)
+    extra = [f"input={delivery}", "privacy.allow_generated_secret=true"]
+    settings = settings_from(args, extra)
+    if not os.path.isdir(delivery) or not os.listdir(delivery):
+        print(f"demo: generating a demo delivery in {delivery} ...")
+        generate_delivery(delivery)
+    return _run_stages(settings, [name for name, _, _ in STAGES], "demo")
+
+
+def _run_stages(settings, names: list[str], command: str) -> int:
+    from jobs.runtime import RunContext
+    from jobs.tracking import tracked_run
+
+    if len(names) == 1:
+        issue = dict((n, i) for n, _, i in STAGES)[names[0]]
+        if issue:
+            raise NotBuilt(f"stage '{names[0]}' is not built yet ({issue})")
+    if "ingest" in names:
+        require(settings, "input", "the delivery to read, e.g. --input s3://bucket/delivery")
+    ctx = RunContext.create(settings)
+    started = time.monotonic()
+    results = {}
+    with tracked_run(settings, ctx.run_id, command) as tracker:
+        for name, _, issue in STAGES:
+            if name not in names:
+                continue
+            if issue:
+                print(f"{name}: not built yet ({issue}), skipped")
+                continue
+            results[name] = _stage_runner(name)(ctx, tracker)
+        tracker.metrics({"seconds_total": time.monotonic() - started})
+    _print_summary(ctx, results)
+    return 0
+
+
+def _stage_runner(name: str):
+    if name == "ingest":
+        from jobs import ingest
+        return ingest.run
+    raise NotBuilt(f"stage '{name}' is not built yet")
+
+
+def _print_summary(ctx, results: dict) -> None:
+    from jobs.summary import summary_lines
+    for line in summary_lines(ctx, results):
+        print(line)
+
+
+def _sql(settings, query: str, limit: int) -> int:
+    from jobs.runtime import RunContext
+    from jobs.summary import register_tables, show
+
+    settings_for_sql = settings
+    ctx = RunContext(settings=settings_for_sql, run_id="sql", secret=b"")
+    names = register_tables(ctx)
+    if not names:
+        raise ConfigError(f"setting 'output': no tables found under {settings.output}")
+    show(ctx.spark.sql(query), limit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Ingest stage: list the delivery, parse new or changed headers on the
+executors, append to `instances` and `ingest_errors`.
+
+Identity of an object is (path, size_bytes, modified_at). Objects already in
+either table with the same identity are skipped, so a re-run adds nothing and
+a run after new files arrive parses only those. A changed object (same path,
+new size or time) has its old row deleted first, then is parsed again: if the
+job dies in between, the next run sees the object as new and heals itself.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+
+from jobs.config import require
+from jobs.runtime import RunContext, header_policy
+from jobs.storage import Listed, list_objects
+from schemas.ingest import INGEST_ERRORS, INSTANCES, PARSED
+from udfs.ingest_batch import make_batch_parser
+
+INSTANCES_TABLE = "instances"
+ERRORS_TABLE = "ingest_errors"
+
+LISTING = StructType([
+    StructField("path", StringType(), False),
+    StructField("relative_path", StringType(), True),
+    StructField("site", StringType(), True),
+    StructField("size_bytes", LongType(), False),
+    StructField("modified_at", TimestampType(), True),
+    StructField("etag", StringType(), True),
+])
+IDENTITY = ["path", "size_bytes", "modified_at"]
+
+
+def site_of(relative_path: str) -> str | None:
+    """The first folder of the object's path under the input root."""
+    parts = relative_path.split("/")
+    return parts[0] if len(parts) > 1 else None
+
+
+def listing_frame(spark, listed: list[Listed]) -> DataFrame:
+    frame = pd.DataFrame({
+        "path": [o.path for o in listed],
+        "relative_path": [o.relative_path for o in listed],
+        "site": [site_of(o.relative_path) for o in listed],
+        "size_bytes": pd.Series([o.size_bytes for o in listed], dtype="int64"),
+        "modified_at": pd.to_datetime([o.modified_at for o in listed], utc=True),
+        "etag": [o.etag for o in listed],
+    })
+    return spark.createDataFrame(frame, schema=LISTING)
+
+
+def already_ingested(ctx: RunContext) -> DataFrame | None:
+    frames = [ctx.store.read(name).select(*IDENTITY)
+              for name in (INSTANCES_TABLE, ERRORS_TABLE) if ctx.store.exists(name)]
+    if not frames:
+        return None
+    return frames[0].unionByName(frames[1]) if len(frames) == 2 else frames[0]
+
+
+def new_or_changed(listing: DataFrame, seen: DataFrame | None) -> tuple[DataFrame, DataFrame]:
+    """(objects to parse, paths whose earlier row must go first)."""
+    if seen is None:
+        return listing, listing.limit(0).select("path")
+    same = (listing.path == seen.path) & (listing.size_bytes == seen.size_bytes) & \
+        listing.modified_at.eqNullSafe(seen.modified_at)
+    todo = listing.join(seen, same, "left_anti")
+    changed = todo.join(seen.select("path").distinct(), "path", "left_semi").select("path")
+    return todo, changed
+
+
+def run(ctx: RunContext, tracker, say=print) -> dict:
+    settings = ctx.settings
+    root = require(settings, "input", "the folder or bucket URI of the delivery, e.g. --input s3://bucket/delivery")
+    started = time.monotonic()
+    listed = list_objects(root, ctx.storage_options, settings.storage.ignore_names,
+                          settings.storage.ignore_prefixes)
+    say(f"ingest: listed {len(listed)} objects under {root} ({time.monotonic() - started:.1f} s)")
+    spark = ctx.spark
+    listing = listing_frame(spark, listed)
+    todo, changed = new_or_changed(listing, already_ingested(ctx))
+
+    changed_paths = [row.path for row in changed.collect()]  # only objects that changed since their last run
+    if changed_paths:
+        say(f"ingest: {len(changed_paths)} objects changed since their last run; replacing their rows")
+        for name in (INSTANCES_TABLE, ERRORS_TABLE):
+            ctx.store.delete_where_in(name, "path", changed_paths)
+
+    todo_count = todo.count()
+    counts = {"listed": len(listed), "skipped_already_ingested": len(listed) - todo_count,
+              "changed": len(changed_paths), "parsed": todo_count, "instances": 0, "errors": 0}
+    if todo_count:
+        counts.update(_parse_and_write(ctx, todo, todo_count, say))
+    counts["seconds"] = round(time.monotonic() - started, 2)
+    tracker.metrics({f"ingest.{k}": v for k, v in counts.items() if isinstance(v, (int, float))})
+    return counts
+
+
+def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say) -> dict:
+    settings = ctx.settings
+    partitions = max(1, math.ceil(todo_count / settings.ingest.files_per_partition))
+    arrow_schema = to_arrow_schema(PARSED)
+    parser = make_batch_parser(header_policy(settings, ctx.secret), ctx.storage_options, ctx.run_id,
+                               ctx.started_at, arrow_schema)
+    say(f"ingest: parsing {todo_count} headers in {partitions} tasks")
+    parsed = (todo.repartition(partitions, "path")
+              .mapInArrow(parser, PARSED)
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        by_code = {row["code"]: row["n"] for row in
+                   parsed.groupBy(F.coalesce("error_code", F.lit("OK")).alias("code"))
+                   .agg(F.count("*").alias("n")).collect()}
+        instances = parsed.filter(F.col("error_code").isNull()).select(*INSTANCES.fieldNames())
+        if settings.ingest.site_from == "institution":
+            instances = instances.withColumn("site", F.coalesce("institution_name", "site"))
+        errors = parsed.filter(F.col("error_code").isNotNull()).select(*INGEST_ERRORS.fieldNames())
+        txn = f"dicom-triage/{ctx.run_id}"
+        ctx.store.write(instances, INSTANCES_TABLE, mode="append", txn=(f"{txn}/{INSTANCES_TABLE}", 1))
+        ctx.store.write(errors, ERRORS_TABLE, mode="append", txn=(f"{txn}/{ERRORS_TABLE}", 1))
+    finally:
+        parsed.unpersist()
+    result = {"instances": by_code.pop("OK", 0)}
+    result["errors"] = sum(by_code.values())
+    result.update({f"errors.{code}": n for code, n in sorted(by_code.items())})
+    return result
+

@@ -1,0 +1,91 @@
+"""What every stage needs, resolved once at start: settings, run id, the
+identifier secret, the Spark session and the table store. Problems with any
+of them stop the job here, before work starts, with the setting's name."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from jobs.config import ConfigError, Settings
+from udfs.headers import HeaderPolicy
+
+SECRET_MIN_BYTES = 16
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def resolve_secret(settings: Settings) -> tuple[bytes, bool]:
+    """(secret, made_up). The secret keys identifier hashes; without it the job
+    refuses to start, unless demo mode allows a made-up one."""
+    name = settings.privacy.secret_env
+    value = os.environ.get(name, "")
+    if value:
+        if len(value.encode()) < SECRET_MIN_BYTES:
+            raise ConfigError(
+                f"setting 'privacy.secret_env': ${name} is shorter than {SECRET_MIN_BYTES} bytes; "
+                "use a long random value (e.g. `openssl rand -hex 32`)")
+        return value.encode(), False
+    if settings.privacy.allow_generated_secret:
+        return secrets.token_bytes(32), True
+    raise ConfigError(
+        f"setting 'privacy.secret_env': environment variable {name} is not set. Identifiers are "
+        f"stored as keyed hashes and need a secret: export {name}=$(openssl rand -hex 32) "
+        "(keep it: the same secret keeps patient keys comparable across runs), or run "
+        "`triage demo` / --set privacy.allow_generated_secret=true on demo data only")
+
+
+def header_policy(settings: Settings, secret: bytes) -> HeaderPolicy:
+    ingest, privacy = settings.ingest, settings.privacy
+    return HeaderPolicy(
+        secret=secret,
+        hash_keywords=frozenset(privacy.hash_keywords),
+        drop_keywords=frozenset(privacy.drop_keywords),
+        keep_private_values=privacy.keep_private_values,
+        first_block_bytes=ingest.header_first_block_bytes,
+        max_block_bytes=ingest.header_max_block_bytes,
+        max_header_bytes=ingest.max_header_bytes,
+        defer_size_bytes=ingest.defer_size_bytes,
+        timeout_seconds=ingest.parse_timeout_seconds,
+        accept_missing_preamble=ingest.accept_missing_preamble,
+    )
+
+
+@dataclass
+class RunContext:
+    settings: Settings
+    run_id: str
+    secret: bytes
+    secret_generated: bool = False
+    started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+
+    @classmethod
+    def create(cls, settings: Settings) -> "RunContext":
+        secret, generated = resolve_secret(settings)
+        if generated:
+            print("demo mode: no identifier secret set, made up one for this run "
+                  f"(patient keys will not match other runs; set {settings.privacy.secret_env} for real data)",
+                  file=sys.stderr)
+        return cls(settings=settings, run_id=settings.run_id or new_run_id(), secret=secret,
+                   secret_generated=generated)
+
+    @cached_property
+    def spark(self):
+        from jobs.session import get_spark
+        return get_spark(self.settings)
+
+    @cached_property
+    def store(self):
+        from jobs.tables import TableStore
+        return TableStore(self.spark, self.settings.output, backend=self.settings.tables.backend,
+                          storage_options=self.settings.storage.options)
+
+    @property
+    def storage_options(self) -> dict:
+        return dict(self.settings.storage.options or {})

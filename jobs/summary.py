@@ -1,0 +1,64 @@
+"""What a person sees at the end of a run, and the SQL entry point's helpers.
+Everything is aggregated in Spark; only small result sets reach the driver."""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, functions as F
+
+# The output contract's table names (DESIGN.md), in pipeline order.
+TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embeddings", "anatomy",
+          "neighbors", "duplicates", "clusters", "inclusion", "review_queue"]
+
+
+def register_tables(ctx) -> list[str]:
+    """Register every existing result table as a temporary view named after it."""
+    found = []
+    for name in TABLES:
+        if ctx.store.exists(name):
+            ctx.store.read(name).createOrReplaceTempView(name)
+            found.append(name)
+    return found
+
+
+def format_table(columns: list[str], rows: list[list]) -> list[str]:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return out
+
+
+def show(df: DataFrame, limit: int = 50) -> None:
+    rows = df.limit(limit + 1).collect()
+    for line in format_table(df.columns, [list(r) for r in rows[:limit]]):
+        print(line)
+    if len(rows) > limit:
+        print(f"... (first {limit} rows; use --limit)")
+
+
+def summary_lines(ctx, results: dict) -> list[str]:
+    lines = ["", f"== run {ctx.run_id}"]
+    ingest = results.get("ingest")
+    if ingest:
+        lines.append(
+            f"ingest: {ingest['listed']} objects listed, {ingest['parsed']} parsed this run "
+            f"({ingest['skipped_already_ingested']} already ingested), "
+            f"{ingest['instances']} new instances, {ingest['errors']} new errors, {ingest['seconds']} s")
+        store = ctx.store
+        if store.exists("instances"):
+            per_site = (store.read("instances").groupBy("site", "modality").count()
+                        .orderBy("site", "modality").collect())
+            lines.append("instances by site and modality (all runs):")
+            lines += ["  " + l for l in format_table(["site", "modality", "count"],
+                                                      [[r.site, r.modality, r["count"]] for r in per_site])]
+        if store.exists("ingest_errors"):
+            errors = (store.read("ingest_errors").groupBy("error_code").count()
+                      .orderBy(F.desc("count")).collect())
+            if errors:
+                lines.append("ingest errors (all runs):")
+                lines += ["  " + l for l in format_table(["error_code", "count"],
+                                                          [[r.error_code, r["count"]] for r in errors])]
+    lines.append(f"tables: {ctx.settings.output}  "
+                 f"(query: triage sql \"SELECT modality, count(*) FROM instances GROUP BY modality\" "
+                 f"--output {ctx.settings.output})")
+    return lines

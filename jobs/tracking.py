@@ -1,0 +1,80 @@
+"""MLflow: every run of the job is an MLflow run, with the configuration as
+params and the stage counts as metrics. Local SQLite store by default."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from pathlib import Path
+
+from jobs.config import Settings
+
+SECRET_LIKE = re.compile(r"(secret|password|token|key|credential)", re.IGNORECASE)
+MAX_PARAM_CHARS = 6000
+
+
+def tracking_uri(settings: Settings) -> str:
+    if settings.mlflow.tracking_uri:
+        return settings.mlflow.tracking_uri
+    output = settings.output or "."
+    local = not ("://" in output and not output.startswith("file://")) and "." not in _catalog_part(output)
+    folder = Path(output.removeprefix("file://")) if local else Path.cwd()
+    folder = folder / "_mlflow" if local else folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+
+
+def _catalog_part(output: str) -> str:
+    """'catalog.schema' outputs (Databricks) have no folder for a local store."""
+    return output if re.fullmatch(r"[A-Za-z_]\w*\.[A-Za-z_]\w*", output) else ""
+
+
+def safe_params(settings: Settings) -> dict[str, str]:
+    """Flattened settings with anything secret-looking redacted."""
+    params = {}
+    for key, value in settings.flat().items():
+        if SECRET_LIKE.search(key.split(".")[-1]) and key != "privacy.secret_env":
+            value = "***"
+        if key == "storage.options" and isinstance(value, dict):
+            value = {k: ("***" if SECRET_LIKE.search(k) else v) for k, v in value.items()}
+        text = str(value)
+        params[key] = text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS - 3] + "..."
+    return params
+
+
+class Tracker:
+    def __init__(self, active: bool):
+        self.active = active
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        if self.active:
+            import mlflow
+            mlflow.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
+    def artifact(self, path: str, folder: str | None = None) -> None:
+        if self.active:
+            import mlflow
+            mlflow.log_artifact(path, folder)
+
+    def tags(self, values: dict[str, str]) -> None:
+        if self.active:
+            import mlflow
+            mlflow.set_tags(values)
+
+
+@contextlib.contextmanager
+def tracked_run(settings: Settings, run_id: str, command: str):
+    if not settings.mlflow.enabled:
+        yield Tracker(False)
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow
+    mlflow.set_tracking_uri(tracking_uri(settings))
+    mlflow.set_experiment(settings.mlflow.experiment)
+    with mlflow.start_run(run_name=f"{command}-{run_id}"):
+        mlflow.log_params(safe_params(settings))
+        mlflow.set_tags({"triage.run_id": run_id, "triage.command": command})
+        yield Tracker(True)
