@@ -17,7 +17,7 @@ from jobs.session import EnvironmentProblem
 # Pipeline order. A stage that is not built yet names the issue that adds it.
 STAGES: list[tuple[str, str, str | None]] = [
     ("ingest", "headers into `instances` and `ingest_errors`", None),
-    ("pixels", "pixel statistics, series geometry, duplicates", "issue 3"),
+    ("pixels", "pixel statistics, series geometry, duplicates", None),
     ("embed", "image embeddings and anatomy inference", "issue 4"),
     ("neighbors", "nearest neighbours, near duplicates, clusters", "issue 5"),
     ("curate", "inclusion decisions and review queue", "issue 6"),
@@ -154,6 +154,9 @@ def _stage_runner(name: str):
     if name == "ingest":
         from jobs import ingest
         return ingest.run
+    if name == "pixels":
+        from jobs import pixels
+        return pixels.run
     raise NotBuilt(f"stage '{name}' is not built yet")
 
 

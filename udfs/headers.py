@@ -15,7 +15,6 @@ import json
 import signal
 import struct
 import threading
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -150,7 +149,7 @@ def _parse(reader: BlockReader, policy: HeaderPolicy) -> dict:
 
 def _ran_out_of_bytes(exc: Exception, reader: BlockReader) -> bool:
     """Did the parser fail because the bytes ended (rather than because they are wrong)?"""
-    ended = isinstance(exc, (EOFError, struct.error, zlib.error)) or any(
+    ended = isinstance(exc, (EOFError, struct.error)) or any(
         hint in str(exc) for hint in ("No tag to read", "truncated", "EOF", "end of file"))
     return ended and reader.tell() >= reader.size - 8
 

@@ -1,0 +1,59 @@
+"""The pixels stage's per-batch work: instance rows in, pixel measures out (Arrow).
+
+Each object is fetched whole in one request (pixels are most of its bytes),
+decoded frame by frame and measured by `udfs.pixel_stats.measure_file`.
+Every input row yields one output row: measures, or `pixel_error`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable, Iterator
+
+import pyarrow as pa
+
+from udfs.headers import ParseTimeout, time_limit
+from udfs.pixel_stats import RESULT_KEYS, measure_file
+
+logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+KEYS = ("path", "sop_instance_uid", "series_instance_uid", "site", "modality", "protocol_name")
+
+
+def measure_rows(rows: Iterable[dict], read_object: Callable[[str], bytes], timeout_seconds: float,
+                 thumbnail_px: int = 128, hist_bins: int = 64) -> Iterator[dict]:
+    for row in rows:
+        out = {key: row.get(key) for key in KEYS}
+        try:
+            data = read_object(row["path"])
+            out["bytes_read"] = len(data)
+            with time_limit(timeout_seconds):
+                measured = measure_file(data, force=not row.get("has_preamble", True),
+                                        thumbnail_px=thumbnail_px, hist_bins=hist_bins)
+        except ParseTimeout as exc:
+            measured = {"pixel_error": "UNREADABLE_PIXELS", "pixel_error_message": str(exc)}
+        except Exception as exc:  # storage errors: reported on the row, the batch goes on
+            measured = {"pixel_error": "UNREADABLE_PIXELS",
+                        "pixel_error_message": f"cannot read object: {type(exc).__name__}: {exc}"}
+        out.update({key: measured.get(key) for key in RESULT_KEYS})
+        out["pixel_error"] = measured.get("pixel_error")
+        out["pixel_error_message"] = measured.get("pixel_error_message")
+        yield out
+
+
+def make_pixel_measurer(storage_options: dict, arrow_schema: pa.Schema, timeout_seconds: float,
+                        thumbnail_px: int, hist_bins: int):
+    """A `mapInArrow` function over instance rows."""
+
+    def read_object(path: str) -> bytes:
+        from jobs.storage import filesystem
+        fs, stripped = filesystem(path, storage_options)
+        return fs.cat_file(stripped)
+
+    def measure_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            rows = measure_rows(batch.to_pylist(), read_object, timeout_seconds, thumbnail_px, hist_bins)
+            yield pa.RecordBatch.from_pylist(
+                [{name: row.get(name) for name in arrow_schema.names} for row in rows],
+                schema=arrow_schema)
+
+    return measure_batches
