@@ -84,7 +84,9 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     say(f"ingest: listed {len(listed)} objects under {root} ({time.monotonic() - started:.1f} s)")
     spark = ctx.spark
     listing = listing_frame(spark, listed)
-    todo, changed = new_or_changed(listing, already_ingested(ctx))
+    full_refresh = settings.ingest.full_refresh
+    seen = None if full_refresh else already_ingested(ctx)
+    todo, changed = new_or_changed(listing, seen)
 
     changed_paths = [row.path for row in changed.collect()]  # only objects that changed since their last run
     if changed_paths:
@@ -95,14 +97,14 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     todo_count = todo.count()
     counts = {"listed": len(listed), "skipped_already_ingested": len(listed) - todo_count,
               "changed": len(changed_paths), "parsed": todo_count, "instances": 0, "errors": 0}
-    if todo_count:
-        counts.update(_parse_and_write(ctx, todo, todo_count, say))
+    if todo_count or full_refresh:
+        counts.update(_parse_and_write(ctx, todo, todo_count, say, "overwrite" if full_refresh else "append"))
     counts["seconds"] = round(time.monotonic() - started, 2)
     tracker.metrics({f"ingest.{k}": v for k, v in counts.items() if isinstance(v, (int, float))})
     return counts
 
 
-def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say) -> dict:
+def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say, mode: str) -> dict:
     settings = ctx.settings
     partitions = max(1, math.ceil(todo_count / settings.ingest.files_per_partition))
     arrow_schema = to_arrow_schema(PARSED)
@@ -121,8 +123,8 @@ def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say) -> 
             instances = instances.withColumn("site", F.coalesce("institution_name", "site"))
         errors = parsed.filter(F.col("error_code").isNotNull()).select(*INGEST_ERRORS.fieldNames())
         txn = f"dicom-triage/{ctx.run_id}"
-        ctx.store.write(instances, INSTANCES_TABLE, mode="append", txn=(f"{txn}/{INSTANCES_TABLE}", 1))
-        ctx.store.write(errors, ERRORS_TABLE, mode="append", txn=(f"{txn}/{ERRORS_TABLE}", 1))
+        ctx.store.write(instances, INSTANCES_TABLE, mode=mode, txn=(f"{txn}/{INSTANCES_TABLE}", 1))
+        ctx.store.write(errors, ERRORS_TABLE, mode=mode, txn=(f"{txn}/{ERRORS_TABLE}", 1))
     finally:
         parsed.unpersist()
     result = {"instances": by_code.pop("OK", 0)}

@@ -1,0 +1,80 @@
+"""Shared fixtures: one local Spark session and one S3-compatible server (moto) per test run."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def aws_test_env():
+    """Fake AWS credentials, so no test can reach a real account.
+
+    Spark needs them before it starts: its Python workers inherit the JVM's
+    environment, which is fixed at launch.
+    """
+    patch = pytest.MonkeyPatch()
+    for key, value in AWS_TEST_ENV.items():
+        patch.setenv(key, value)
+    yield AWS_TEST_ENV
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def spark(aws_test_env):
+    from pyspark.sql import SparkSession
+
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # workers must import the project's packages
+    session = (SparkSession.builder.master("local[2]").appName("dicom-triage-tests")
+               .config("spark.ui.enabled", "false")
+               .config("spark.sql.shuffle.partitions", "4")
+               .config("spark.sql.session.timeZone", "UTC")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+# Started in its own process: some delta-rs calls (DeltaTable.history, is_deltatable)
+# hold the GIL while they wait for the network, which stalls a server thread in
+# this process until the request times out.
+MOTO_SERVER = """
+import logging, sys
+from moto.server import ThreadedMotoServer
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()  # until the test session closes our stdin
+server.stop()
+"""
+
+
+@pytest.fixture(scope="session")
+def s3_server(aws_test_env):
+    """moto's S3 on loopback: `.endpoint_url`, `.create_bucket(name) -> name`."""
+    import boto3
+
+    process = subprocess.Popen([sys.executable, "-c", MOTO_SERVER], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    endpoint_url = f"http://127.0.0.1:{int(process.stdout.readline())}"
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+
+    def create_bucket(name: str) -> str:
+        client.create_bucket(Bucket=name)
+        return name
+
+    yield SimpleNamespace(endpoint_url=endpoint_url, create_bucket=create_bucket)
+    process.stdin.close()
+    process.wait(timeout=30)
