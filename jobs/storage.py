@@ -32,7 +32,10 @@ def filesystem(uri: str, storage_options: dict | None = None):
     if uri.startswith("s3://") or uri.startswith("s3a://"):
         options = s3_options(options)
         uri = "s3://" + uri.split("://", 1)[1]
-    return url_to_fs(uri, **options)
+    try:
+        return url_to_fs(uri, **options)
+    except (ImportError, ValueError) as exc:  # e.g. gs:// without gcsfs, unknown protocol
+        raise ConfigError(f"cannot open {uri}: {exc}") from None
 
 
 def s3_options(options: dict) -> dict:

@@ -116,3 +116,48 @@ def test_series_rows_geometry_and_projections(pipeline):
     localizer = series.filter("is_localizer").first()
     assert "LOCALIZER" in [f.code for f in localizer.findings]
 
+
+
+def test_range_rules_and_group_fences_on_hand_made_rows(spark):
+    """Rules the demo does not plant: CT intensities, resolution and spacing
+    ranges; and a noise value that is only an outlier against its own group."""
+    import datetime as dt
+
+    from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType, TimestampType
+
+    from jobs.config import load_settings
+    from jobs.pixels import with_findings
+    from schemas.pixels import PIXEL_MEASURES
+
+    def measured(path, **values):
+        base = {"path": path, "sop_instance_uid": path, "series_instance_uid": "s", "modality": "CT",
+                "protocol_name": "P", "units": "HU", "distinct_values": 1000, "entropy_bits": 6.0,
+                "frac_at_max": 0.0, "p0_5": -1000.0, "p99_5": 1500.0, "dynamic_range": 2500.0,
+                "noise_sigma": 25.0, "laplacian_var": 0.003, "pixel_hash": path, "rows": 512, "columns": 512}
+        base.update(values)
+        return {name: base.get(name) for name in PIXEL_MEASURES.fieldNames()}
+
+    rows = [measured(f"ok{i}", noise_sigma=25.0 + i) for i in range(10)]
+    rows += [measured("air", p0_5=-2048.0),             # outside-of-FOV not masked as padding
+             measured("metal", p99_5=6000.0),
+             measured("tiny", rows=32, columns=32),
+             measured("fine", noise_sigma=150.0),        # 6 % of range: > floor? no, but group outlier only
+             measured("noisy", noise_sigma=400.0)]       # 16 % of range and a group outlier
+    spacing = {"fine_spacing": [0.01, 0.01]}
+    rows.append(measured("fine_spacing"))
+    instance_schema = StructType([StructField("path", StringType()), StructField("pixel_spacing", ArrayType(DoubleType())),
+                                  StructField("modified_at", TimestampType()), StructField("rows", LongType()),
+                                  StructField("columns", LongType())])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    instances = spark.createDataFrame(
+        [(r["path"], spacing.get(r["path"], [0.7, 0.7]), now, r["rows"], r["columns"]) for r in rows],
+        instance_schema)
+    result = with_findings(spark.createDataFrame(rows, PIXEL_MEASURES), instances, load_settings())
+    codes = {r.path: sorted(r.code) for r in result.select("path", "findings.code").collect()}
+    assert codes["air"] == ["INTENSITY_OUT_OF_RANGE"]
+    assert codes["metal"] == ["INTENSITY_OUT_OF_RANGE"]
+    assert codes["tiny"] == ["RESOLUTION_OUT_OF_RANGE"]
+    assert codes["fine_spacing"] == ["SPACING_OUT_OF_RANGE"]
+    assert codes["noisy"] == ["NOISY"]
+    assert codes["fine"] == [], "above its group's fence but under the absolute floor"
+    assert all(codes[f"ok{i}"] == [] for i in range(10))
