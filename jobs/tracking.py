@@ -69,9 +69,9 @@ def tracked_run(settings: Settings, run_id: str, command: str):
         yield Tracker(False)
         return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     import mlflow
+    for name in ("mlflow", "alembic"):  # after import: mlflow sets its own levels
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(settings))
     mlflow.set_experiment(settings.mlflow.experiment)
     with mlflow.start_run(run_name=f"{command}-{run_id}"):
