@@ -370,3 +370,14 @@ def test_save_load_round_trip(model, clusters, tmp_path):
     assert loaded.metrics == model.metrics
     assert (loaded.label_source, loaded.label_counts, loaded.train_counts, loaded.dropped_classes) == (
         model.label_source, model.label_counts, model.train_counts, model.dropped_classes)
+
+
+def test_unexpected_header_region_the_model_cannot_judge():
+    from udfs.anatomy import anatomy_findings
+    findings = anatomy_findings("chest", 0.6, "abdomen", 0.1, 0.5, ["head", "chest"],
+                                classes=["head", "chest"])
+    assert [f["code"] for f in findings] == ["UNEXPECTED_ANATOMY"]
+    assert "header region 'abdomen'" in findings[0]["detail"]
+    # When the model knows the region, its prediction decides instead.
+    assert anatomy_findings("chest", 0.6, "abdomen", 0.1, 0.5, ["head", "chest"],
+                            classes=["head", "chest", "abdomen"]) == []

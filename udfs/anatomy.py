@@ -597,7 +597,9 @@ def anatomy_findings(predicted: str, confidence: float, header_region: str | Non
     UNEXPECTED_ANATOMY  `expected_regions` non-empty and the prediction is not
                         one of them (a fine region counts under its expected
                         coarse parent or whole_body, a coarse prediction under
-                        an expected fine child); score = confidence.
+                        an expected fine child); score = confidence. Also when
+                        the header's region is unexpected and the model has no
+                        class for it (`classes` given), so cannot judge it.
     ANATOMY_HEADER_MISMATCH
                         the header names a region the model can predict (one
                         of `classes`, or a coarse parent / fine child of one;
@@ -614,12 +616,23 @@ def anatomy_findings(predicted: str, confidence: float, header_region: str | Non
     if predicted is None or confidence is None or (isinstance(confidence, float) and math.isnan(confidence)):
         return findings
     expected = [str(r).strip().lower() for r in (expected_regions or []) if _text(r)]
-    if expected and not any(_covers(e, predicted) or COARSE.get(e) == predicted for e in expected):
+    header = _text(header_region)
+    header = header.lower() if header else None
+
+    def is_expected(region: str) -> bool:
+        return any(_covers(e, region) or COARSE.get(e) == region for e in expected)
+
+    if expected and not is_expected(predicted):
         findings.append(_finding(FINDING_UNEXPECTED, confidence, None,
                                  f"predicted '{predicted}' (p={confidence:.2f}) is not among the "
                                  f"expected regions {expected}"))
-    header = _text(header_region)
-    header = header.lower() if header else None
+    elif expected and header and not is_expected(header) and classes is not None and not any(
+            c == header or COARSE.get(c) == header or COARSE.get(header) == c for c in classes):
+        # The model never saw this region (too few labels), so it cannot confirm
+        # or refute the header: the header's own unexpected region is reported.
+        findings.append(_finding(FINDING_UNEXPECTED, None, None,
+                                 f"header region '{header}' is not among the expected regions "
+                                 f"{expected}, and the model has no class for it"))
     if header is not None and confidence >= mismatch_min_confidence:
         known = classes is None or any(c == header or COARSE.get(c) == header or COARSE.get(header) == c
                                        for c in classes)
