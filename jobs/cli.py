@@ -18,7 +18,7 @@ from jobs.session import EnvironmentProblem
 STAGES: list[tuple[str, str, str | None]] = [
     ("ingest", "headers into `instances` and `ingest_errors`", None),
     ("pixels", "pixel statistics, series geometry, duplicates", None),
-    ("embed", "image embeddings and anatomy inference", "issue 4"),
+    ("embed", "image embeddings and anatomy inference", None),
     ("neighbors", "nearest neighbours, near duplicates, clusters", "issue 5"),
     ("curate", "inclusion decisions and review queue", "issue 6"),
     ("report", "HTML report", "issue 6"),
@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("out", help="local folder or s3:// URI")
     data.add_argument("--seed", type=int, default=7)
     data.add_argument("--scale", type=int, default=1, help="multiplies patients and series")
+    _common(commands.add_parser("train-anatomy", help="train the anatomy classifier on the embeddings "
+                                "(verified labels from anatomy.labels, else weak labels from headers) "
+                                "and register it in MLflow"))
     sql = commands.add_parser("sql", help="run Spark SQL with every result table registered by name")
     _common(sql)
     sql.add_argument("query")
@@ -108,6 +111,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.command == "sql":
         return _sql(settings, args.query, args.limit)
+    if args.command == "train-anatomy":
+        return _train_anatomy(settings)
     if args.command == "run":
         return _run_stages(settings, [name for name, _, _ in STAGES], "run")
     return _run_stages(settings, [args.command], args.command)
@@ -116,12 +121,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from jobs.demo_data import generate_delivery
     delivery = os.path.abspath(args.delivery)
-    extra = [f"input={delivery}", "privacy.allow_generated_secret=true"]
-    settings = settings_from(args, extra)
     if not os.path.isdir(delivery) or not os.listdir(delivery):
         print(f"demo: generating a demo delivery in {delivery} ...")
         generate_delivery(delivery)
+    extra = [f"input={delivery}", "privacy.allow_generated_secret=true", *demo_expectations(delivery)]
+    settings = settings_from(args, extra)
     return _run_stages(settings, [name for name, _, _ in STAGES], "demo")
+
+
+def demo_expectations(delivery: str) -> list[str]:
+    """The demo delivery says what it was meant to contain; expect exactly that."""
+    import json
+    with open(os.path.join(delivery, "_ground_truth.json"), encoding="utf-8") as handle:
+        expected = json.load(handle).get("expectations", {})
+    overrides = []
+    if expected.get("modalities"):
+        overrides.append(f"expect.modalities={json.dumps(expected['modalities'])}")
+    if expected.get("body_regions"):
+        overrides.append(f"anatomy.expected_regions={json.dumps(expected['body_regions'])}")
+    return overrides
 
 
 def _run_stages(settings, names: list[str], command: str) -> int:
@@ -157,7 +175,22 @@ def _stage_runner(name: str):
     if name == "pixels":
         from jobs import pixels
         return pixels.run
+    if name == "embed":
+        from jobs import embed
+        return embed.run
     raise NotBuilt(f"stage '{name}' is not built yet")
+
+
+def _train_anatomy(settings) -> int:
+    from jobs import anatomy
+    from jobs.runtime import RunContext
+    from jobs.tracking import tracked_run
+
+    ctx = RunContext.create(settings)
+    with tracked_run(settings, ctx.run_id, "train-anatomy") as tracker:
+        _, uri = anatomy.train(ctx, tracker)
+    print(f"train-anatomy: model {uri or 'not registered (mlflow.enabled is false)'}")
+    return 0
 
 
 def _print_summary(ctx, results: dict) -> None:

@@ -1,6 +1,7 @@
 """Benchmark: pixel decoding vs. decoding + all statistics vs. a naive numpy version.
 
     .venv/bin/python benchmarks/pixels/run.py [--files 200] [--frames 500] [--repeat 3]
+                                              [--syntaxes explicit,rle,jpegls,j2k]
 
 Writes synthetic 512x512 16-bit CT files (CT_small.dcm's header as template, a
 noisy phantom in HU, padding outside the field of view) to a temp dir, then in
@@ -10,8 +11,12 @@ one run times, per image:
   (c) a straightforward numpy version of the value statistics: pixel_array,
       apply_modality_lut, padding removed, 9 separate np.percentile calls,
       mean/std/min/max, np.histogram, entropy of the windowed 256-bin histogram.
-and checks (b)'s percentiles equal (c)'s. Then, in a subprocess, the peak
-memory of measure_file on one 500-frame 512x512 16-bit object.
+and checks (b)'s percentiles equal (c)'s. The same images are timed again in
+each lossless compressed transfer syntax pydicom can encode here (RLE Lossless
+with pydicom's own encoder; JPEG-LS and JPEG 2000 lossless when the pyjpegls /
+pylibjpeg-openjpeg encoders are installed; a syntax without an encoder is
+skipped with a note). Then, in a subprocess, the peak memory of measure_file on
+one uncompressed 500-frame 512x512 16-bit object.
 """
 from __future__ import annotations
 
@@ -28,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.pixels import iter_pixels
+from pydicom.pixels import encoders, iter_pixels
 from pydicom.pixels.processing import apply_modality_lut
-from pydicom.uid import generate_uid
+from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless, RLELossless,
+                         generate_uid)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +44,13 @@ from udfs.pixel_stats import PERCENTILES, measure_file  # noqa: E402
 
 TEMPLATE = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 PADDING = -2000          # stored value outside the field of view (CT_small's PixelPaddingValue)
+# --syntaxes name: (transfer syntax, encoder or None for the uncompressed files as written)
+SYNTAXES = {
+    "explicit": (ExplicitVRLittleEndian, None),
+    "rle": (RLELossless, encoders.RLELosslessEncoder),
+    "jpegls": (JPEGLSLossless, encoders.JPEGLSLosslessEncoder),
+    "j2k": (JPEG2000Lossless, encoders.JPEG2000LosslessEncoder),
+}
 
 
 def phantom(rng: np.random.Generator, size: int = 512) -> np.ndarray:
@@ -74,6 +87,15 @@ def write_ct(path: Path, hu: np.ndarray, frames: int = 1) -> None:
         ds.PixelData = stored.tobytes()
     ds["PixelData"].VR = "OW"
     ds.save_as(path, enforce_file_format=True)
+
+
+def encode(blob: bytes, ts) -> bytes:
+    """The uncompressed file `blob` re-encoded in the lossless syntax `ts`."""
+    ds = pydicom.dcmread(io.BytesIO(blob))
+    ds.compress(ts, generate_instance_uid=False)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def decode_only(data: bytes) -> int:
@@ -182,6 +204,9 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--frames", type=int, default=500, help="frames of the memory-probe object")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--syntaxes", default=",".join(SYNTAXES),
+                        help=f"comma-separated, of {', '.join(SYNTAXES)} (default: all; "
+                             "those without an encoder here are skipped)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     rng = np.random.default_rng(0)
@@ -192,27 +217,54 @@ def main() -> None:
             write_ct(paths[-1], phantom(rng))
         blobs = [p.read_bytes() for p in paths]
 
-        # correctness guard: the fast path equals the naive one
-        fast, slow = measure_file(blobs[0]), naive(blobs[0])
-        for q, key in zip(PERCENTILES, ("p0_5", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "p99_5")):
-            assert np.isclose(fast[key], slow[f"p{q}"], rtol=0, atol=1e-9), (key, fast[key], slow[f"p{q}"])
-        assert fast["histogram"] == slow["histogram"].tolist()
-        assert np.isclose(fast["entropy_bits"], slow["entropy_bits"])
-
-        t_a = timed(decode_only, blobs, args.repeat)
-        t_b = timed(measure_file, blobs, args.repeat)
-        t_c = timed(naive, blobs, args.repeat)
-        print(f"files: {args.files} x 512x512 int16 CT, {len(blobs[0]) / 1e6:.2f} MB each, "
+        print(f"files: {args.files} x 512x512 int16 CT (same phantoms in every syntax), "
               f"best of {args.repeat} runs, one process, OPENBLAS_CORETYPE="
               f"{os.environ.get('OPENBLAS_CORETYPE', '')!r}")
-        for name, t in (("(a) decode only", t_a), ("(b) measure_file", t_b),
-                        ("(c) naive numpy stats", t_c)):
-            print(f"  {name:24s} {t * 1e3:7.2f} ms/image  {1 / t:8.1f} images/s")
-        print(f"  (b)/(a) = {t_b / t_a:.2f}   target <= 1.3")
-        print(f"  (c)/(b) = {t_c / t_b:.2f}   target >= 5")
-        print("  phases of (b), each timed alone on one image (ms):")
-        for name, ms in phase_breakdown(blobs[0]).items():
-            print(f"    {name:28s} {ms:6.3f}")
+        reference = pydicom.dcmread(io.BytesIO(blobs[0])).pixel_array
+        rows = []
+        for name in args.syntaxes.split(","):
+            ts, encoder = SYNTAXES[name]
+            if encoder is not None and not encoder.is_available:
+                print(f"{ts.name}: SKIPPED, no encoder available here "
+                      f"({'; '.join(encoder.missing_dependencies)})")
+                continue
+            t0 = time.perf_counter()
+            ts_blobs = blobs if encoder is None else [encode(b, ts) for b in blobs]
+            t_encode = time.perf_counter() - t0
+            # lossless: decoded pixels equal the uncompressed ones
+            assert np.array_equal(pydicom.dcmread(io.BytesIO(ts_blobs[0])).pixel_array, reference), ts.name
+            # correctness guard: the fast path equals the naive one
+            fast, slow = measure_file(ts_blobs[0]), naive(ts_blobs[0])
+            assert "pixel_error" not in fast, (ts.name, fast)
+            for q, key in zip(PERCENTILES, ("p0_5", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "p99_5")):
+                assert np.isclose(fast[key], slow[f"p{q}"], rtol=0, atol=1e-9), (ts.name, key, fast[key], slow[f"p{q}"])
+            assert fast["histogram"] == slow["histogram"].tolist(), ts.name
+            assert np.isclose(fast["entropy_bits"], slow["entropy_bits"]), ts.name
+
+            t_a = timed(decode_only, ts_blobs, args.repeat)
+            t_b = timed(measure_file, ts_blobs, args.repeat)
+            t_c = timed(naive, ts_blobs, args.repeat)
+            size = sum(map(len, ts_blobs)) / len(ts_blobs)
+            rows.append((ts.name, size, t_a, t_b, t_c))
+            print(f"{ts.name}: {size / 1e6:.3f} MB/file on average"
+                  + (f" (encoded in {t_encode:.1f} s, not timed below)" if encoder else ""))
+            for label, t in (("(a) decode only", t_a), ("(b) measure_file", t_b),
+                             ("(c) naive numpy stats", t_c)):
+                print(f"  {label:24s} {t * 1e3:7.2f} ms/image  {1 / t:8.1f} images/s")
+            print(f"  (b)/(a) = {t_b / t_a:.2f}   target <= 1.3")
+            print(f"  (c)/(b) = {t_c / t_b:.2f}   target >= 5")
+            if encoder is None:
+                print("  phases of (b), each timed alone on one image (ms):")
+                for phase, ms in phase_breakdown(blobs[0]).items():
+                    print(f"    {phase:28s} {ms:6.3f}")
+            del ts_blobs
+
+        print("\n| transfer syntax | MB/file | (a) ms | (b) ms | (c) ms | (b)/(a) | (c)/(b) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, size, t_a, t_b, t_c in rows:
+            print(f"| {name} | {size / 1e6:.3f} | {t_a * 1e3:.2f} | {t_b * 1e3:.2f} | "
+                  f"{t_c * 1e3:.2f} | {t_b / t_a:.2f} | {t_c / t_b:.2f} |")
+        print()
 
         big = Path(tmp) / "multiframe.dcm"
         write_ct(big, phantom(rng), frames=args.frames)
