@@ -98,6 +98,16 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "ingest.parse_timeout_seconds": _positive,
     "ingest.files_per_partition": _positive,
     "privacy.secret_env": _env_name,
+    "pixels.files_per_partition": _positive,
+    "embed.device": _one_of("auto", "cpu", "cuda"),
+    "embed.frame": _one_of("middle", "first"),
+    "embed.batch_size": _positive,
+    "embed.arrow_batch_rows": _positive,
+    "embed.files_per_partition": _positive,
+    "embed.cpu_threads": lambda v: None if v >= 0 else "must be >= 0",
+    "anatomy.min_labels_per_class": lambda v: None if v >= 2 else "must be >= 2",
+    "anatomy.holdout_fraction": lambda v: None if 0 < v < 1 else "must be between 0 and 1",
+    "anatomy.mismatch_min_confidence": lambda v: None if 0 <= v <= 1 else "must be between 0 and 1",
 }
 
 

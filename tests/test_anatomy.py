@@ -294,9 +294,13 @@ def codes(findings):
 
 
 def test_irrelevant_suppresses_the_others():
-    findings = anatomy_findings("knee", 0.99, "head", irrelevance=0.9, threshold=0.4,
+    findings = anatomy_findings("knee", 0.99, "chest", irrelevance=0.9, threshold=0.4,
                                 expected_regions=["chest"])
     assert codes(findings) == [FINDING_IRRELEVANT]
+    # The header's own region is still judged: it does not depend on the prediction.
+    with_header = anatomy_findings("knee", 0.99, "head", irrelevance=0.9, threshold=0.4,
+                                   expected_regions=["chest"])
+    assert codes(with_header) == [FINDING_IRRELEVANT, FINDING_UNEXPECTED]
     assert findings[0]["score"] == 0.9 and findings[0]["threshold"] == 0.4
     assert set(findings[0]) == {"code", "score", "threshold", "detail"}
     assert anatomy_findings("chest", 0.99, "chest", 0.4, 0.4, ["chest"]) == []   # equal is not above
@@ -381,3 +385,23 @@ def test_unexpected_header_region_the_model_cannot_judge():
     # When the model knows the region, its prediction decides instead.
     assert anatomy_findings("chest", 0.6, "abdomen", 0.1, 0.5, ["head", "chest"],
                             classes=["head", "chest", "abdomen"]) == []
+
+
+def test_cross_fitting_and_class_fences():
+    """A labelled image is judged by a model that did not see its group, and
+    each well-represented class gets its own irrelevance fence."""
+    from udfs.anatomy import irrelevance_score, predict_proba, train_region_classifier
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 32))
+    X = np.concatenate([centres[i] + 0.05 * rng.normal(size=(40, 32)) for i in range(3)])
+    y = ["head"] * 40 + ["chest"] * 40 + ["pelvis"] * 40
+    y[5] = "chest"  # a wrong label on a head image
+    keys = [f"k{i}" for i in range(len(y))]
+    groups = [f"s{i // 4}" for i in range(len(y))]
+    model = train_region_classifier(X, y, groups=groups, keys=keys)
+    probs = predict_proba(model, X[:10], keys=keys[:10])
+    assert model.classes[int(np.argmax(probs[5]))] == "head", "out-of-fold prediction ignores the bad label"
+    assert set(model.class_thresholds) == {"head", "chest", "pelvis"}
+    assert all(t >= model.irrelevance_threshold for t in model.class_thresholds.values())
+    far = irrelevance_score(model, -X[:3], groups=["new"] * 3)
+    assert (far > max(model.class_thresholds.values())).all()

@@ -100,6 +100,9 @@ IQR_FENCE = 3.0             # threshold = Q3 + IQR_FENCE * IQR (see module docst
 FORMAT_VERSION = 1
 
 
+MIN_CLASS_REFERENCE = 5  # reference rows a class needs for its own irrelevance fence
+
+
 def _key(text: str) -> str:
     """Upper case, letters and digits only: 'C-Spine' -> 'CSPINE'."""
     return re.sub(r"[^A-Z0-9]", "", text.upper())
@@ -279,6 +282,18 @@ class TrainedModel:
     label_counts: dict[str, int] = field(default_factory=dict)
     train_counts: dict[str, int] = field(default_factory=dict)
     dropped_classes: dict[str, int] = field(default_factory=dict)
+    # Cross-fitting: probabilities of every training row from a model that did
+    # not see its group (key → probs), and the group of every reference row, so
+    # a labelled image is never judged by a model that memorised its own label.
+    out_of_fold: dict[str, list[float]] = field(default_factory=dict)
+    reference_groups: list[str] | None = None
+    # Fence per predicted class where the class has enough reference rows: a
+    # region seen in one series only is naturally farther from its neighbours
+    # than one seen in hundreds, and must not look "irrelevant" for that.
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def threshold_for(self, region: str | None) -> float:
+        return float(self.class_thresholds.get(region, self.irrelevance_threshold))
 
     @property
     def dim(self) -> int:
@@ -349,7 +364,8 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
                             ignore_rare_classes: bool = True, test_fraction: float = 0.25,
                             seed: int = 0, max_per_class: int | None = 2000, *,
                             groups: list | None = None, label_source: str | None = None,
-                            k: int = DEFAULT_K, max_reference: int = DEFAULT_MAX_REFERENCE) -> TrainedModel:
+                            k: int = DEFAULT_K, max_reference: int = DEFAULT_MAX_REFERENCE,
+                            keys: list | None = None, folds: int = 5) -> TrainedModel:
     """Train and evaluate a body-region classifier on embeddings `X` [N, D] with labels `y`.
 
     1. Labels are stripped and lower-cased. Classes with fewer than
@@ -361,6 +377,10 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
     4. Fit on the training part, evaluate on the hold-out (`metrics`), then
        refit on all capped rows - the returned model has seen every label.
     5. Irrelevance reference and threshold from the capped rows (module docstring).
+    6. With `keys` (one per row, e.g. the path): out-of-fold probabilities of
+       every kept row from `folds` group-wise folds (cross-fitting). Weak labels
+       come from the same delivery the model then judges; without this, an
+       image whose header lies is predicted by a model trained on that lie.
     `groups` (optional, one per row, e.g. SeriesInstanceUID): slices of one
     series are near duplicates, so a row-level split leaks them into the
     hold-out and inflates its metrics, and leave-one-out irrelevance distances
@@ -385,6 +405,7 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
     X = X[usable]
     y_arr = np.array([v for v, ok in zip(labels, usable) if ok], dtype=object)
     g_arr = None if groups is None else np.array([str(g) for g, ok in zip(groups, usable) if ok], dtype=object)
+    k_arr = None if keys is None else np.array([str(v) for v, ok in zip(keys, usable) if ok], dtype=object)
     if len(y_arr) == 0:
         raise InsufficientLabels(
             "anatomy: no labelled embeddings to train on (no verified labels matched an embedded "
@@ -411,6 +432,7 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
     keep = _cap_indices(y_arr, classes, max_per_class, rng)
     X, y_arr = X[keep], y_arr[keep].astype(str)
     g_arr = None if g_arr is None else g_arr[keep]
+    k_arr = None if k_arr is None else k_arr[keep]
     train_counts = {cls: int(np.sum(y_arr == cls)) for cls in classes}
 
     test_idx, too_few, ungrouped = [], {}, []
@@ -458,10 +480,41 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
                               "q1": q1, "median": median, "q3": q3, "iqr_fence": IQR_FENCE,
                               "threshold": float(threshold),
                               "reference_flagged_fraction": float(np.mean(loo > threshold))}
+    class_thresholds = {}
+    ref_labels = y_arr[ref_rows]
+    for cls in classes:
+        distances = loo[ref_labels == cls]
+        if len(distances) >= MIN_CLASS_REFERENCE:
+            c1, c3 = np.percentile(distances, [25, 75])
+            class_thresholds[cls] = float(max(threshold, c3 + IQR_FENCE * (c3 - c1)))
+    metrics["irrelevance"]["class_thresholds"] = class_thresholds
+    out_of_fold = {} if k_arr is None else _out_of_fold(
+        X, y_arr, g_arr if g_arr is not None else k_arr, k_arr, classes, folds, seed)
     return TrainedModel(pipeline=pipeline, classes=classes, reference=reference.astype(np.float32),
                         irrelevance_threshold=float(threshold), irrelevance_k=int(k), metrics=metrics,
                         label_source=label_source, label_counts=label_counts,
-                        train_counts=train_counts, dropped_classes=dict(sorted(rare.items())))
+                        train_counts=train_counts, dropped_classes=dict(sorted(rare.items())),
+                        out_of_fold=out_of_fold, class_thresholds=class_thresholds,
+                        reference_groups=None if g_arr is None else [str(g) for g in g_arr[ref_rows]])
+
+
+def _out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, keys: np.ndarray,
+                 classes: list[str], folds: int, seed: int) -> dict[str, list[float]]:
+    """key → class probabilities from a model fitted without the row's group."""
+    from sklearn.model_selection import GroupKFold
+
+    n_splits = min(folds, len(np.unique(groups)))
+    if n_splits < 2:
+        return {}
+    probs = np.zeros((len(y), len(classes)))
+    for train_rows, test_rows in GroupKFold(n_splits=n_splits).split(X, y, groups):
+        if len(np.unique(y[train_rows])) < 2:
+            probs[test_rows] = np.nan  # cannot fit: these rows fall back to the final model
+            continue
+        fold = _make_pipeline(seed).fit(X[train_rows], y[train_rows])
+        columns = [classes.index(str(c)) for c in fold.classes_]
+        probs[np.ix_(test_rows, columns)] = fold.predict_proba(X[test_rows])
+    return {str(key): [float(p) for p in row] for key, row in zip(keys, probs) if np.isfinite(row).all()}
 
 
 # -------------------------------------------------------------- irrelevance / k-NN
@@ -509,7 +562,8 @@ def _reference_sample(y: np.ndarray, classes: list[str], max_reference: int,
 
 
 def _knn_mean_distance(X: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool = False,
-                       groups: np.ndarray | None = None, chunk: int = 1024) -> np.ndarray:
+                       groups: np.ndarray | None = None, chunk: int = 1024,
+                       query_groups: np.ndarray | None = None) -> np.ndarray:
     """Mean cosine distance of each row of X (L2-normalised) to its k nearest
     reference rows; with `exclude_self` X is the reference and each row's own
     entry is skipped (leave-one-out), with `groups` (one per reference row)
@@ -528,30 +582,45 @@ def _knn_mean_distance(X: np.ndarray, reference: np.ndarray, k: int, exclude_sel
             distance[rows, start + rows] = np.inf
             if groups is not None:
                 distance[groups[start:start + len(block), None] == groups[None, :]] = np.inf
+        elif query_groups is not None and groups is not None:
+            distance[query_groups[start:start + len(block), None] == groups[None, :]] = np.inf
         nearest = np.partition(distance, k - 1, axis=1)[:, :k]
         out[start:start + len(block)] = np.clip(nearest, 0.0, 2.0).mean(axis=1)
     return out
 
 
-def irrelevance_score(model: TrainedModel, X: np.ndarray) -> np.ndarray:
+def irrelevance_score(model: TrainedModel, X: np.ndarray, groups: list | None = None) -> np.ndarray:
     """Mean cosine distance of each embedding to its k nearest reference
     embeddings [N]; compare with `model.irrelevance_threshold`. Rows that are
-    all zero or not finite score 1 (no similarity to anything)."""
+    all zero or not finite score 1 (no similarity to anything). With `groups`
+    (e.g. each row's series), reference rows of the row's own group are left
+    out, as in the threshold's calibration: an image is not "known" because
+    it, or its own series, is in the reference set."""
     X = _as_matrix(X, model.dim)
     bad = ~np.isfinite(X).all(axis=1) | (np.linalg.norm(np.nan_to_num(X), axis=1) == 0)
-    scores = _knn_mean_distance(_l2_normalise(np.where(bad[:, None], 0.0, X)), model.reference,
-                                model.irrelevance_k)
+    use_groups = groups is not None and model.reference_groups is not None
+    scores = _knn_mean_distance(
+        _l2_normalise(np.where(bad[:, None], 0.0, X)), model.reference, model.irrelevance_k,
+        groups=np.array(model.reference_groups, dtype=object) if use_groups else None,
+        query_groups=np.array([str(g) for g in groups], dtype=object) if use_groups else None)
     scores[bad] = 1.0
     return scores
 
 
 # ------------------------------------------------------------------- prediction
-def predict_proba(model: TrainedModel, X: np.ndarray) -> np.ndarray:
-    """Class probabilities [N, K], columns in `model.classes` order."""
+def predict_proba(model: TrainedModel, X: np.ndarray, keys: list | None = None) -> np.ndarray:
+    """Class probabilities [N, K], columns in `model.classes` order. Rows whose
+    key was a training row get its out-of-fold probabilities (cross-fitting)."""
     X = _as_matrix(X, model.dim)
     if X.shape[0] == 0:
         return np.zeros((0, len(model.classes)))
-    return model.pipeline.predict_proba(X)
+    probs = model.pipeline.predict_proba(X)
+    if keys is not None and model.out_of_fold:
+        for row, key in enumerate(keys):
+            known = model.out_of_fold.get(str(key))
+            if known is not None:
+                probs[row] = known
+    return probs
 
 
 def uncertainty(probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -607,14 +676,8 @@ def anatomy_findings(predicted: str, confidence: float, header_region: str | Non
                         compatible with the prediction (`regions_compatible`,
                         adjacent regions tolerated unless
                         `adjacent_compatible=False`), and confidence >=
-                        `mismatch_min_confidence`; score = confidence."""
-    if irrelevance is not None and threshold is not None and irrelevance > threshold:
-        return [_finding(FINDING_IRRELEVANT, irrelevance, threshold,
-                         f"mean cosine distance {irrelevance:.3f} to the nearest known images exceeds "
-                         f"the calibrated fence {threshold:.3f}")]
-    findings: list[dict] = []
-    if predicted is None or confidence is None or (isinstance(confidence, float) and math.isnan(confidence)):
-        return findings
+                        `mismatch_min_confidence`; score = confidence.
+    With IRRELEVANT_CONTENT only the header-based UNEXPECTED_ANATOMY is kept."""
     expected = [str(r).strip().lower() for r in (expected_regions or []) if _text(r)]
     header = _text(header_region)
     header = header.lower() if header else None
@@ -622,6 +685,19 @@ def anatomy_findings(predicted: str, confidence: float, header_region: str | Non
     def is_expected(region: str) -> bool:
         return any(_covers(e, region) or COARSE.get(e) == region for e in expected)
 
+    if irrelevance is not None and threshold is not None and irrelevance > threshold:
+        # The predicted anatomy of a photograph is meaningless: only what the
+        # header itself says can still be judged.
+        findings = [_finding(FINDING_IRRELEVANT, irrelevance, threshold,
+                             f"mean cosine distance {irrelevance:.3f} to the nearest known images exceeds "
+                             f"the calibrated fence {threshold:.3f}")]
+        if expected and header and not is_expected(header):
+            findings.append(_finding(FINDING_UNEXPECTED, None, None,
+                                     f"header region '{header}' is not among the expected regions {expected}"))
+        return findings
+    findings: list[dict] = []
+    if predicted is None or confidence is None or (isinstance(confidence, float) and math.isnan(confidence)):
+        return findings
     if expected and not is_expected(predicted):
         findings.append(_finding(FINDING_UNEXPECTED, confidence, None,
                                  f"predicted '{predicted}' (p={confidence:.2f}) is not among the "
@@ -683,6 +759,9 @@ def save_model(model: TrainedModel, folder: str) -> str:
         "train_counts": model.train_counts,
         "dropped_classes": model.dropped_classes,
         "metrics": model.metrics,
+        "out_of_fold": model.out_of_fold,
+        "class_thresholds": model.class_thresholds,
+        "reference_groups": model.reference_groups,
         "regions": list(REGIONS),
         "versions": {"sklearn": sklearn.__version__, "numpy": np.__version__},
     }
@@ -715,4 +794,7 @@ def load_model(folder: str) -> TrainedModel:
                         label_source=metadata.get("label_source"),
                         label_counts=metadata.get("label_counts", {}),
                         train_counts=metadata.get("train_counts", {}),
-                        dropped_classes=metadata.get("dropped_classes", {}))
+                        dropped_classes=metadata.get("dropped_classes", {}),
+                        out_of_fold=metadata.get("out_of_fold", {}),
+                        class_thresholds=metadata.get("class_thresholds", {}),
+                        reference_groups=metadata.get("reference_groups"))
