@@ -16,25 +16,18 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
-from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
+from pyspark.sql.types import StructType
 
 from jobs.config import require
 from jobs.runtime import RunContext, header_policy
 from jobs.storage import Listed, list_objects
-from schemas.ingest import INGEST_ERRORS, INSTANCES, PARSED
+from schemas.ingest import INGEST_ERRORS, INSTANCES, OBJECT_FIELDS, PARSED
 from udfs.ingest_batch import make_batch_parser
 
 INSTANCES_TABLE = "instances"
 ERRORS_TABLE = "ingest_errors"
 
-LISTING = StructType([
-    StructField("path", StringType(), False),
-    StructField("relative_path", StringType(), True),
-    StructField("site", StringType(), True),
-    StructField("size_bytes", LongType(), False),
-    StructField("modified_at", TimestampType(), True),
-    StructField("etag", StringType(), True),
-])
+LISTING = StructType(OBJECT_FIELDS)  # what the driver's listing knows of each object
 IDENTITY = ["path", "size_bytes", "modified_at"]
 
 

@@ -1,20 +1,11 @@
 """Schemas of the embed stage's tables: `embeddings` and `anatomy`."""
 from __future__ import annotations
 
-from pyspark.sql.types import (ArrayType, DoubleType, FloatType, MapType, StringType, StructField,
-                               StructType, TimestampType)
+from pyspark.sql.types import ArrayType, DoubleType, FloatType, MapType, StringType, StructField, StructType
 
-from schemas.pixels import FINDINGS
+from schemas.pixels import FINDINGS, KEY_FIELDS as PIXEL_KEY_FIELDS, RUN_FIELDS
 
-KEY_FIELDS = [
-    StructField("path", StringType(), False),
-    StructField("sop_instance_uid", StringType(), True),
-    StructField("series_instance_uid", StringType(), True),
-    StructField("site", StringType(), True),
-    StructField("modality", StringType(), True),
-]
-RUN_FIELDS = [StructField("run_id", StringType(), False),
-              StructField("computed_at", TimestampType(), False)]
+KEY_FIELDS = [f for f in PIXEL_KEY_FIELDS if f.name != "protocol_name"]
 
 # What the executors return per instance.
 EMBEDDED = StructType([

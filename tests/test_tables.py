@@ -3,7 +3,6 @@ folder and a bucket on an S3-compatible server (moto) on loopback."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys
