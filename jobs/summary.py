@@ -58,7 +58,7 @@ def summary_lines(ctx, results: dict) -> list[str]:
                 lines.append("ingest errors (all runs):")
                 lines += ["  " + l for l in format_table(["error_code", "count"],
                                                           [[r.error_code, r["count"]] for r in errors])]
-    if results.get("pixels"):
+    if results.get("pixels") or results.get("embed"):
         lines += findings_lines(ctx.store)
     lines.append(f"tables: {ctx.settings.output}  "
                  f"(query: triage sql \"SELECT modality, count(*) FROM instances GROUP BY modality\" "
@@ -67,14 +67,14 @@ def summary_lines(ctx, results: dict) -> list[str]:
 
 
 def findings_lines(store) -> list[str]:
-    """Findings per code: instances flagged directly, and series flagged."""
+    """Findings per code: instances flagged (pixels, anatomy) and series flagged."""
     rows = []
-    for table, unit in (("pixel_stats", "instances"), ("series", "series")):
+    for table, unit in (("pixel_stats", "instances"), ("series", "series"), ("anatomy", "instances")):
         if not store.exists(table):
             continue
         counts = (store.read(table).select(F.explode(F.array_distinct("findings.code")).alias("code"))
                   .groupBy("code").count().orderBy(F.desc("count")).collect())
         rows += [[r.code, r["count"], unit] for r in counts]
     if not rows:
-        return ["pixels: no findings"]
-    return ["findings (pixels stage):"] + ["  " + l for l in format_table(["code", "count", "of"], rows)]
+        return ["no findings"]
+    return ["findings:"] + ["  " + l for l in format_table(["code", "count", "of"], rows)]
