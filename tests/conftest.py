@@ -78,3 +78,25 @@ def s3_server(aws_test_env):
     yield SimpleNamespace(endpoint_url=endpoint_url, create_bucket=create_bucket)
     process.stdin.close()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def demo_pipeline(spark, tmp_path_factory):
+    """The demo delivery run through ingest, pixels and embed once per test run
+    (with MLflow on, as a user runs it): `.delivery`, `.output`, `.store`, `.args`."""
+    from jobs.cli import demo_expectations, main as triage
+    from jobs.demo_data import generate_delivery
+    from jobs.tables import TableStore
+
+    root = tmp_path_factory.mktemp("demo-pipeline")
+    delivery, output = root / "delivery", root / "out"
+    generate_delivery(str(delivery), seed=7)
+    args = ["--input", str(delivery), "--output", str(output)]
+    for item in demo_expectations(str(delivery)):
+        args += ["--set", item]
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TRIAGE_HMAC_SECRET", "demo-pipeline-test-secret-0123456789")
+    for stage in ("ingest", "pixels", "embed"):
+        assert triage([stage, *args]) == 0, stage
+    yield SimpleNamespace(delivery=delivery, output=output, store=TableStore(spark, str(output)), args=args)
+    patch.undo()

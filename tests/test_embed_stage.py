@@ -10,28 +10,15 @@ import mlflow
 import numpy as np
 import pytest
 
-from jobs.cli import demo_expectations, main as triage
-from jobs.demo_data import generate_delivery
-from jobs.tables import TableStore
+from jobs.cli import main as triage
 
 pytestmark = pytest.mark.spark
-SECRET = "embed-stage-test-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("embed")
-    delivery, output = root / "delivery", root / "out"
-    generate_delivery(str(delivery), seed=7)
-    args = ["--input", str(delivery), "--output", str(output)]
-    for item in demo_expectations(str(delivery)):
-        args += ["--set", item]
-    patch = pytest.MonkeyPatch()
-    patch.setenv("TRIAGE_HMAC_SECRET", SECRET)
-    for stage in ("ingest", "pixels", "embed"):
-        assert triage([stage, *args]) == 0
-    yield delivery, output, TableStore(spark, str(output)), args
-    patch.undo()
+def pipeline(demo_pipeline):
+    p = demo_pipeline
+    return p.delivery, p.output, p.store, p.args
 
 
 def truth(delivery) -> dict[str, dict]:

@@ -10,9 +10,6 @@ from collections import defaultdict
 import pytest
 from PIL import Image
 
-from jobs.cli import main as triage
-from jobs.demo_data import generate_delivery
-from jobs.tables import TableStore
 
 pytestmark = pytest.mark.spark
 
@@ -38,18 +35,11 @@ FLOORS = {
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("px")
-    delivery, output = root / "delivery", root / "out"
-    generate_delivery(str(delivery), seed=7)
-    args = ["--input", str(delivery), "--output", str(output), "--set", "mlflow.enabled=false",
-            "--set", "privacy.allow_generated_secret=true"]
-    assert triage(["ingest", *args]) == 0
-    assert triage(["pixels", *args]) == 0
-    return delivery, output, TableStore(spark, str(output))
+def pipeline(demo_pipeline):
+    return demo_pipeline.delivery, demo_pipeline.output, demo_pipeline.store
 
 
-def found_codes(store: TableStore) -> dict[str, set[str]]:
+def found_codes(store) -> dict[str, set[str]]:
     """relative path → codes from pixel_stats and from its series."""
     instances = store.read("instances").select("path", "relative_path", "series_instance_uid")
     per_instance = (store.read("pixel_stats").select("path", "findings.code")
