@@ -1,0 +1,112 @@
+"""Clusters of the embeddings with Spark ML: k-means (cosine), each row's
+cosine distance to its centroid and its robust z within the cluster, and a
+2-D PCA map of all rows; `cluster_makeup` tells how each cluster is composed
+(e.g. one hospital or scanner forming its own cluster)."""
+from __future__ import annotations
+
+import math
+
+from pyspark import StorageLevel
+from pyspark.ml.clustering import KMeans
+from pyspark.ml.feature import PCA
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import Column, DataFrame, Window, functions as F
+from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, StructType
+
+ADDED_COLUMNS = ("cluster", "centroid_distance", "cluster_z", "cluster_outlier", "map_x", "map_y")
+
+
+def default_k(n: int) -> int:
+    """min(20, max(2, round(sqrt(n / 2)))): the classic √(n/2) rule of thumb,
+    at least 2 and at most FiftyOne's 20 clusters."""
+    return min(20, max(2, round(math.sqrt(n / 2))))
+
+
+def _dot(a: Column, b: Column) -> Column:
+    return F.aggregate(F.zip_with(a, b, lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+
+
+def cosine_distance(a: Column, b: Column) -> Column:
+    """1 − a·b / (|a| |b|) on two array<double> columns (null for a zero vector)."""
+    norms = F.sqrt(_dot(a, a)) * F.sqrt(_dot(b, b))
+    return F.when(norms > 0, F.lit(1.0) - _dot(a, b) / norms)
+
+
+def cluster_embeddings(df: DataFrame, k: int | None = None, seed: int = 0, outlier_z: float = 3.5,
+                       max_iter: int = 30) -> DataFrame:
+    """`df[id long, vector array<float|double> (non-null, non-zero), ...]` →
+    the same rows and columns plus:
+
+    * `cluster` int: Spark ML `KMeans` with cosine distance; k defaults to
+      `default_k(row count)` and is capped at the row count;
+    * `centroid_distance` double: cosine distance to its cluster's centre;
+    * `cluster_z` double: 0.6745·(d − median)/MAD of centroid_distance within
+      the cluster (approximate median/MAD by groupBy; 0 when MAD is 0);
+    * `cluster_outlier` bool: cluster_z > `outlier_z` (3.5, Iglewicz-Hoaglin);
+    * `map_x`, `map_y` double: Spark ML `PCA(k=2)` fitted on all rows.
+
+    The result is persisted (and counted) so the input is read once; call
+    `.unpersist()` on it when done.
+    """
+    spark = df.sparkSession
+    base = (df.withColumn("_features", array_to_vector(F.col("vector").cast(ArrayType(DoubleType()))))
+            .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        n = base.count()
+        if n == 0:
+            return (df.withColumn("cluster", F.lit(None).cast("int"))
+                    .withColumn("centroid_distance", F.lit(None).cast("double"))
+                    .withColumn("cluster_z", F.lit(None).cast("double"))
+                    .withColumn("cluster_outlier", F.lit(None).cast("boolean"))
+                    .withColumn("map_x", F.lit(None).cast("double"))
+                    .withColumn("map_y", F.lit(None).cast("double")))
+        k = min(default_k(n) if k is None else int(k), n)
+        if k >= 2:
+            model = KMeans(k=k, seed=seed, maxIter=max_iter, distanceMeasure="cosine",
+                           featuresCol="_features", predictionCol="_cluster").fit(base)
+            assigned = model.transform(base)
+            centres = [(i, [float(x) for x in c]) for i, c in enumerate(model.clusterCenters())]
+        else:  # one row: its own cluster, its own centre
+            assigned = base.withColumn("_cluster", F.lit(0))
+            first = base.select(vector_to_array("_features")).first()[0]
+            centres = [(0, list(first))]
+        centres_df = spark.createDataFrame(centres, StructType([
+            StructField("_cluster", IntegerType(), False), StructField("_centre", ArrayType(DoubleType()), False)]))
+        pca = PCA(k=2, inputCol="_features", outputCol="_map").fit(base)
+        scored = (pca.transform(assigned)
+                  .withColumn("_cluster", F.col("_cluster").cast("int"))
+                  .join(F.broadcast(centres_df), "_cluster")
+                  .withColumn("centroid_distance",
+                              cosine_distance(vector_to_array("_features"), F.col("_centre")).cast("double"))
+                  .withColumn("_map_arr", vector_to_array("_map")))
+        medians = scored.groupBy("_cluster").agg(
+            F.percentile_approx("centroid_distance", 0.5, 10000).alias("_median"))
+        scored = scored.join(medians, "_cluster")
+        mads = scored.groupBy("_cluster").agg(
+            F.percentile_approx(F.abs(F.col("centroid_distance") - F.col("_median")), 0.5, 10000).alias("_mad"))
+        z = F.when(F.col("_mad") > 0, 0.6745 * (F.col("centroid_distance") - F.col("_median")) / F.col("_mad")) \
+            .when(F.col("centroid_distance").isNotNull(), F.lit(0.0))
+        result = (scored.join(mads, "_cluster")
+                  .withColumn("cluster", F.col("_cluster"))
+                  .withColumn("cluster_z", z.cast("double"))
+                  .withColumn("cluster_outlier", F.col("cluster_z") > F.lit(float(outlier_z)))
+                  .withColumn("map_x", F.col("_map_arr")[0].cast("double"))
+                  .withColumn("map_y", F.col("_map_arr")[1].cast("double"))
+                  .select(*df.columns, *ADDED_COLUMNS)
+                  .persist(StorageLevel.MEMORY_AND_DISK))
+        result.count()
+        return result
+    finally:
+        base.unpersist()
+
+
+def cluster_makeup(clustered: DataFrame, by: list[str]) -> DataFrame:
+    """`[cluster, *by, count, share]`: how many rows of each `by` value
+    combination (e.g. site, manufacturer, modality) a cluster holds, and their
+    share of the cluster (shares sum to 1 per cluster; null values are a group
+    of their own). A share of 1.0 for one site means that site is the whole
+    cluster: a hospital forming its own cluster."""
+    counts = clustered.groupBy("cluster", *by).count()
+    total = F.sum("count").over(Window.partitionBy("cluster"))
+    return (counts.withColumn("share", F.col("count") / total)
+            .orderBy("cluster", F.desc("count"), *by))
