@@ -19,7 +19,7 @@ STAGES: list[tuple[str, str, str | None]] = [
     ("ingest", "headers into `instances` and `ingest_errors`", None),
     ("pixels", "pixel statistics, series geometry, duplicates", None),
     ("embed", "image embeddings and anatomy inference", None),
-    ("neighbors", "nearest neighbours, near duplicates, clusters", "issue 5"),
+    ("neighbors", "nearest neighbours, near duplicates, clusters", None),
     ("curate", "inclusion decisions and review queue", "issue 6"),
     ("report", "HTML report", "issue 6"),
 ]
@@ -178,6 +178,9 @@ def _stage_runner(name: str):
     if name == "embed":
         from jobs import embed
         return embed.run
+    if name == "neighbors":
+        from jobs import neighbors
+        return neighbors.run
     raise NotBuilt(f"stage '{name}' is not built yet")
 
 

@@ -1,0 +1,127 @@
+"""Neighbors stage: all-pairs approximate k-NN over the embeddings, outlier
+scores, near- and exact-duplicate groups, clusters and a 2-D map.
+
+Reads `embeddings`, `instances` and `pixel_stats`; writes `neighbors`,
+`duplicates` and `clusters`. Everything runs as DataFrame operations: the
+k-NN in IVF partitions (jobs/knn.py), duplicate groups by label propagation
+(jobs/graph.py), k-means and PCA with Spark ML (jobs/clusters.py).
+"""
+from __future__ import annotations
+
+import time
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, Window, functions as F
+
+from jobs.clusters import cluster_embeddings
+from jobs.graph import connected_components
+from jobs.knn import all_pairs_knn
+from jobs.runtime import RunContext
+from schemas.neighbors import CLUSTERS, DUPLICATES, NEIGHBORS
+
+
+def run(ctx: RunContext, tracker, say=print) -> dict:
+    started = time.monotonic()
+    settings = ctx.settings.neighbors
+    instances = ctx.store.read("instances").select("path", "series_instance_uid", "modified_at", "site", "modality")
+    vectors = (ctx.store.read("embeddings").filter(F.col("embedding").isNotNull())
+               # a non-negative 63-bit id per path (the k-NN pads with -1)
+               .select(F.xxhash64("path").bitwiseAND(0x7FFFFFFFFFFFFFFF).alias("id"), "path", "sop_instance_uid",
+                       F.col("embedding").alias("vector"))
+               .join(instances, "path", "left")
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        count = vectors.count()
+        say(f"neighbors: k-NN over {count} embeddings")
+        knn = all_pairs_knn(vectors.select("id", "vector"), k=settings.k, lists=settings.lists,
+                            overlap=settings.overlap, max_block=settings.max_block, exact=settings.exact)
+        pairs = with_paths(knn, vectors).persist(StorageLevel.MEMORY_AND_DISK)
+        ctx.store.write(stamp(ctx, pairs).select(*NEIGHBORS.fieldNames()), "neighbors", mode="overwrite")
+        say(f"neighbors: wrote neighbors ({time.monotonic() - started:.1f} s)")
+        ctx.store.write(stamp(ctx, duplicate_groups(ctx, pairs, vectors)).select(*DUPLICATES.fieldNames()),
+                        "duplicates", mode="overwrite")
+        scored = outlier_scores(pairs, vectors, settings.outlier_iqr_fence)
+        clustered = cluster_embeddings(scored, k=ctx.settings.clusters.k)
+        ctx.store.write(stamp(ctx, with_findings(clustered, ctx.settings)).select(*CLUSTERS.fieldNames()),
+                        "clusters", mode="overwrite")
+        pairs.unpersist()
+    finally:
+        vectors.unpersist()
+    counts = {r.code: r["count"] for r in ctx.store.read("clusters")
+              .select(F.explode("findings.code").alias("code")).groupBy("code").count().collect()}
+    counts["duplicate_groups"] = ctx.store.read("duplicates").select("group_id").distinct().count()
+    counts["seconds"] = round(time.monotonic() - started, 2)
+    say(f"neighbors: done ({counts['seconds']} s) {counts}")
+    tracker.metrics({f"neighbors.{k}": v for k, v in counts.items()})
+    return counts
+
+
+def stamp(ctx: RunContext, df: DataFrame) -> DataFrame:
+    return df.withColumn("run_id", F.lit(ctx.run_id)).withColumn("computed_at", F.lit(ctx.started_at))
+
+
+def with_paths(knn: DataFrame, vectors: DataFrame) -> DataFrame:
+    """id pairs → path pairs, with whether both belong to one series."""
+    me = vectors.select("id", "path", "sop_instance_uid", "series_instance_uid")
+    other = vectors.select(F.col("id").alias("neighbor_id"), F.col("path").alias("neighbor_path"),
+                           F.col("sop_instance_uid").alias("neighbor_sop_instance_uid"),
+                           F.col("series_instance_uid").alias("neighbor_series"))
+    return (knn.join(me, "id").join(other, "neighbor_id")
+            .withColumn("same_series", F.col("series_instance_uid").eqNullSafe(F.col("neighbor_series")))
+            .withColumn("rank", F.col("rank").cast("int")))
+
+
+def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> DataFrame:
+    """Exact groups (same decoded pixels, from pixel_stats) and near groups
+    (connected components of near-duplicate pairs across series)."""
+    limit = ctx.settings.neighbors.near_duplicate_max_distance
+    info = ctx.store.read("instances").select("path", "sop_instance_uid", "modified_at")
+    edges = (pairs.filter(~F.col("same_series") & (F.col("distance") <= limit))
+             .select(F.col("id").alias("src"), F.col("neighbor_id").alias("dst")))
+    components = connected_components(edges, edges.select(F.col("src").alias("id"))
+                                      .union(edges.select("dst")).distinct())
+    near = (components.join(vectors.select("id", "path"), "id")
+            .select("path", F.concat(F.lit("near-"), F.col("component").cast("string")).alias("group"),
+                    F.lit("near").alias("kind")))
+    exact = (ctx.store.read("pixel_stats").filter(F.col("pixel_hash").isNotNull())
+             .select("path", F.concat(F.lit("exact-"), F.substring("pixel_hash", 1, 16)).alias("group"),
+                     F.lit("exact").alias("kind")))
+    members = near.unionByName(exact).join(info, "path")
+    by_group = Window.partitionBy("group")
+    ordered = by_group.orderBy(F.col("modified_at").asc_nulls_last(), "path")
+    return (members.withColumn("group_size", F.count("*").over(by_group))
+            .filter(F.col("group_size") > 1)
+            .withColumn("original_path", F.first("path").over(ordered.rowsBetween(
+                Window.unboundedPreceding, Window.unboundedFollowing)))
+            .withColumn("is_original", F.col("path") == F.col("original_path"))
+            .withColumn("group_id", F.concat_ws(":", "kind", F.substring(F.sha2("original_path", 256), 1, 16))))
+
+
+def outlier_scores(pairs: DataFrame, vectors: DataFrame, fence: float) -> DataFrame:
+    """cleanlab's k-NN outlier score and Datalab's fence, within each modality."""
+    per_instance = pairs.groupBy("id").agg(F.avg("distance").alias("knn_mean_distance"),
+                                          F.min("distance").alias("nearest_distance"))
+    scored = vectors.join(per_instance, "id", "left")
+    modality = F.coalesce("modality", F.lit(""))
+    stats = scored.groupBy(modality.alias("_m")).agg(
+        F.percentile_approx("knn_mean_distance", [0.25, 0.5, 0.75], 10000).alias("_q"))
+    return (scored.join(stats, modality == F.col("_m"), "left")
+            .withColumn("outlier_score", F.exp(-F.col("knn_mean_distance") / F.greatest(F.col("_q")[1], F.lit(1e-9))))
+            .withColumn("outlier_fence", F.col("_q")[2] + fence * (F.col("_q")[2] - F.col("_q")[0]))
+            .drop("_m", "_q"))
+
+
+def with_findings(clustered: DataFrame, settings) -> DataFrame:
+    z = settings.clusters.outlier_z
+    embedding_outlier = F.when(
+        F.col("knn_mean_distance") > F.col("outlier_fence"),
+        F.struct(F.lit("EMBEDDING_OUTLIER").alias("code"), F.col("knn_mean_distance").alias("score"),
+                 F.col("outlier_fence").alias("threshold"),
+                 F.lit("mean distance to the k nearest above Q3 + fence x IQR of the modality").alias("detail")))
+    cluster_outlier = F.when(
+        F.col("cluster_z") > z,
+        F.struct(F.lit("CLUSTER_OUTLIER").alias("code"), F.col("cluster_z").alias("score"),
+                 F.lit(float(z)).alias("threshold"),
+                 F.lit("robust z of the distance to its cluster centre").alias("detail")))
+    return clustered.withColumn("findings", F.filter(F.array(embedding_outlier, cluster_outlier),
+                                                     lambda f: f.isNotNull()))
