@@ -83,8 +83,11 @@ class RunContext:
     @cached_property
     def store(self):
         from jobs.tables import TableStore
-        return TableStore(self.spark, self.settings.output, backend=self.settings.tables.backend,
-                          storage_options=self.settings.storage.options)
+        try:
+            return TableStore(self.spark, self.settings.output, backend=self.settings.tables.backend,
+                              storage_options=self.settings.storage.options)
+        except ValueError as exc:  # backend / output combinations that cannot work
+            raise ConfigError(str(exc)) from None
 
     @property
     def storage_options(self) -> dict:

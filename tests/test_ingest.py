@@ -179,12 +179,16 @@ def test_mlflow_run_records_config_and_counts(spark, delivery, tmp_path):
     assert SECRET not in str(run.data.params)
 
 
-def test_bad_settings_stop_before_work(tmp_path, capsys, monkeypatch):
+def test_bad_settings_stop_before_work(spark, delivery, tmp_path, capsys, monkeypatch):
     assert triage(["ingest", "--input", str(tmp_path), "--set", "ingest.files_per_partition=0"]) == 2
     assert "ingest.files_per_partition" in capsys.readouterr().err
     assert triage(["ingest", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "o"),
                    "--set", "mlflow.enabled=false"]) == 2
     assert "setting 'input'" in capsys.readouterr().err
+    # catalog tables need Delta Lake's own Spark classes, absent here
+    assert triage(["ingest", "--input", str(delivery), "--output", "main.triage",
+                   "--set", "mlflow.enabled=false"]) == 2
+    assert "catalog" in capsys.readouterr().err
     monkeypatch.delenv("TRIAGE_HMAC_SECRET")
     assert triage(["ingest", "--input", str(tmp_path)]) == 2
     assert "TRIAGE_HMAC_SECRET" in capsys.readouterr().err
