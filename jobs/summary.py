@@ -58,7 +58,7 @@ def summary_lines(ctx, results: dict) -> list[str]:
                 lines.append("ingest errors (all runs):")
                 lines += ["  " + l for l in format_table(["error_code", "count"],
                                                           [[r.error_code, r["count"]] for r in errors])]
-    if results.get("pixels") or results.get("embed"):
+    if results.get("pixels") or results.get("embed") or results.get("neighbors"):
         lines += findings_lines(ctx.store)
     lines.append(f"tables: {ctx.settings.output}  "
                  f"(query: triage sql \"SELECT modality, count(*) FROM instances GROUP BY modality\" "
@@ -69,12 +69,16 @@ def summary_lines(ctx, results: dict) -> list[str]:
 def findings_lines(store) -> list[str]:
     """Findings per code: instances flagged (pixels, anatomy) and series flagged."""
     rows = []
-    for table, unit in (("pixel_stats", "instances"), ("series", "series"), ("anatomy", "instances")):
+    for table, unit in (("pixel_stats", "instances"), ("series", "series"), ("anatomy", "instances"),
+                        ("clusters", "instances")):
         if not store.exists(table):
             continue
         counts = (store.read(table).select(F.explode(F.array_distinct("findings.code")).alias("code"))
                   .groupBy("code").count().orderBy(F.desc("count")).collect())
         rows += [[r.code, r["count"], unit] for r in counts]
+    if store.exists("duplicates"):
+        groups = (store.read("duplicates").filter("NOT is_original").groupBy("kind").count().collect())
+        rows += [[f"{r.kind} duplicates (beyond the original)", r["count"], "instances"] for r in groups]
     if not rows:
         return ["no findings"]
     return ["findings:"] + ["  " + l for l in format_table(["code", "count", "of"], rows)]
