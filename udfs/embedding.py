@@ -50,16 +50,13 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
-from pydicom.pixels import get_decoder, iter_pixels
-from pydicom.pixels.utils import as_pixel_options
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from udfs import pixels
 from udfs.encoders import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from udfs.pixel_stats import (DEFER_BYTES, _looks_like_cut_pixel_data, colour_display, display_window,
                                fit_size, window01)
-from udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PIXEL_KEYWORDS, PixelDecodeError,
+from udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError,
                          PixelInfo, describe, padding_mask, to_modality, transfer_syntax_of)
 
 FRAMES = ("middle", "first")
@@ -85,44 +82,7 @@ def decode_stored_frame(ds, index: int, source: bytes | None = None,
     go through iter_stored_frames itself; multi-frame ones ask pydicom for that
     frame alone (native data: only its bytes are read; encapsulated: only its
     fragments are decoded). Raises PixelDecodeError."""
-    info = info or describe(ds)
-    if not 0 <= index < info.frames:
-        raise PixelDecodeError(UNREADABLE_PIXELS, f"frame {index} of {info.frames} requested")
-    if info.frames == 1:
-        return next(pixels.iter_stored_frames(ds, source, info))
-    ts = UID(info.transfer_syntax)
-    opts = pixels._decode_options(ds, info)
-    tag = next(t for t, kw in PIXEL_KEYWORDS.items() if kw == info.keyword)
-    elem = ds._dict[tag]
-    deferred = isinstance(elem, RawDataElement) and elem.value is None
-    try:
-        if deferred and source is not None and ts != DeflatedExplicitVRLittleEndian:
-            options = as_pixel_options(ds, **opts)
-            options.update(transfer_syntax_uid=ts, pixel_keyword=info.keyword,
-                           pixel_vr=elem.VR or ("OW" if info.bits_allocated > 8 else "OB"))
-            if not ts.is_encapsulated:
-                have = min(elem.length, len(source) - elem.value_tell)
-                need = math.ceil(info.rows * info.columns * info.samples_per_pixel
-                                 * (index + 1) * info.bits_allocated / 8)
-                if info.photometric == "YBR_FULL_422":
-                    need = need // 3 * 2
-                if have < need:
-                    raise PixelDecodeError(UNREADABLE_PIXELS,
-                                           f"pixel data is {have} bytes, {need} needed "
-                                           f"for frame {index} of {info.rows}x{info.columns}")
-            fp = io.BytesIO(source)
-            fp.seek(elem.value_tell)
-            arr, _ = next(get_decoder(ts).iter_array(fp, indices=[index], **options))
-        else:
-            pixels._ensure_transfer_syntax(ds, ts)
-            arr = next(iter_pixels(ds, indices=[index], **opts))
-    except PixelDecodeError:
-        raise
-    except NotImplementedError as exc:
-        raise PixelDecodeError(UNREADABLE_PIXELS, f"no decoder for {ts.name}: {exc}") from exc
-    except Exception as exc:
-        raise PixelDecodeError(UNREADABLE_PIXELS, f"{type(exc).__name__}: {exc}") from exc
-    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+    return next(pixels.iter_stored_frames(ds, source, info, indices=[index]))
 
 
 def read_dataset(data: bytes, force: bool = False):

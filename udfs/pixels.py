@@ -279,13 +279,15 @@ def _available_bytes(source: bytes | BinaryIO, start: int) -> int:
     return end - start
 
 
-def _deferred_iterator(ds, info: PixelInfo, elem: RawDataElement, source, opts) -> Iterator[np.ndarray]:
+def _deferred_iterator(ds, info: PixelInfo, elem: RawDataElement, source, opts,
+                       indices: list[int] | None = None) -> Iterator[np.ndarray]:
     """Decode straight from the file object: the pixel value is never held whole."""
     ts = UID(info.transfer_syntax)
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
     if not ts.is_encapsulated:
+        frames_needed = max(indices) + 1 if indices else info.frames
         have = min(elem.length, _available_bytes(source, elem.value_tell))
-        need = math.ceil(info.rows * info.columns * info.samples_per_pixel * info.frames
+        need = math.ceil(info.rows * info.columns * info.samples_per_pixel * frames_needed
                          * info.bits_allocated / 8)
         if info.photometric == "YBR_FULL_422":
             need = need // 3 * 2
@@ -297,7 +299,7 @@ def _deferred_iterator(ds, info: PixelInfo, elem: RawDataElement, source, opts) 
     options.update(transfer_syntax_uid=ts, pixel_keyword=info.keyword,
                    pixel_vr=elem.VR or ("OW" if info.bits_allocated > 8 else "OB"))
     fp.seek(elem.value_tell)
-    for arr, _ in get_decoder(ts).iter_array(fp, **options):
+    for arr, _ in get_decoder(ts).iter_array(fp, indices=indices, **options):
         yield arr
 
 
@@ -312,8 +314,11 @@ def _ensure_transfer_syntax(ds, ts: UID) -> None:
 
 
 def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
-                       info: PixelInfo | None = None) -> Iterator[np.ndarray]:
-    """Yield decoded frames of STORED values, one at a time.
+                       info: PixelInfo | None = None,
+                       indices: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Yield decoded frames of STORED values, one at a time (all frames, or only
+    those in `indices`: native data reads only their bytes, encapsulated data
+    decodes only their fragments).
 
     Shape (rows, columns) for one sample per pixel, (rows, columns, 3) RGB for
     colour (YBR already converted). dtype as pydicom decodes (uint8/int16/...,
@@ -329,6 +334,11 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
     fewer frames than NumberOfFrames could be decoded.
     """
     info = info or describe(ds)
+    if indices is not None and not all(0 <= i < info.frames for i in indices):
+        raise PixelDecodeError(UNREADABLE_PIXELS, f"frames {indices} requested of {info.frames}")
+    if indices is not None and info.frames == 1:
+        indices = None  # a single frame: decode it the usual way
+    wanted = len(indices) if indices is not None else info.frames
     ts = UID(info.transfer_syntax)
     opts = _decode_options(ds, info)
     tag = next(t for t, kw in PIXEL_KEYWORDS.items() if kw == info.keyword)
@@ -337,14 +347,14 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
     count = 0
     try:
         if deferred and source is not None and ts != DeflatedExplicitVRLittleEndian:
-            frames = _deferred_iterator(ds, info, elem, source, opts)
+            frames = _deferred_iterator(ds, info, elem, source, opts, indices)
         else:
             _ensure_transfer_syntax(ds, ts)
-            frames = iter_pixels(ds, **opts)
+            frames = iter_pixels(ds, indices=indices, **opts)
         for arr in frames:
             yield arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
             count += 1
-            if count == info.frames:   # JPEG may yield extra fragments as frames
+            if count == wanted:   # JPEG may yield extra fragments as frames
                 break
     except PixelDecodeError:
         raise
@@ -352,8 +362,8 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
         raise PixelDecodeError(UNREADABLE_PIXELS, f"no decoder for {ts.name}: {exc}") from exc
     except Exception as exc:
         raise PixelDecodeError(UNREADABLE_PIXELS, f"{type(exc).__name__}: {exc}") from exc
-    if count < info.frames:
-        raise PixelDecodeError(UNREADABLE_PIXELS, f"only {count} of {info.frames} frames decoded")
+    if count < wanted:
+        raise PixelDecodeError(UNREADABLE_PIXELS, f"only {count} of {wanted} frames decoded")
 
 
 def padding_mask(stored: np.ndarray, info: PixelInfo) -> np.ndarray | None:
