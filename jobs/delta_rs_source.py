@@ -134,7 +134,8 @@ class DeltaRsWriter(DataSourceArrowWriter):
         self.delta_schema = json.dumps(schema_json)
         self.arrow_schema = to_arrow_schema(StructType.fromJson(schema_json))
         table = open_table(self.uri, self.storage_options)
-        if table is not None and _columns(json.loads(table.schema().to_json())) != _columns(schema_json):
+        if (table is not None and not overwrite
+                and _columns(json.loads(table.schema().to_json())) != _columns(schema_json)):
             raise ValueError(
                 f"cannot {self.mode} to {self.uri}: the DataFrame's columns "
                 f"{schema.simpleString()} differ from the table's {spark_schema(table).simpleString()} "

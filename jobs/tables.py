@@ -109,7 +109,9 @@ class TableStore:
 
     def write(self, df: DataFrame, name: str, mode: str = "append",
               txn: tuple[str, int] | None = None) -> int | None:
-        """Append or overwrite in one commit, creating the table if absent.
+        """Append or overwrite in one commit, creating the table if absent. An
+        overwrite may change the columns (the table takes the new ones); an
+        append must match the table's columns.
 
         txn=(app_id, version) makes the write idempotent: skipped when the table
         already recorded that app_id at this version or later. Returns the version
@@ -121,6 +123,8 @@ class TableStore:
         if self.backend == "delta-spark":
             before = self.version(name)
             writer = df.write.format("delta").mode(mode).option("userMetadata", tag)
+            if mode == "overwrite":  # a newer release may add columns to a rewritten table
+                writer = writer.option("overwriteSchema", "true")
             if txn:
                 writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
             if self.catalog:

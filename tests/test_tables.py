@@ -170,6 +170,14 @@ def test_appending_other_columns_is_refused(spark, store):
     assert store.version("t") == 0 and parquet_on_disk(store, "t") == files
 
 
+def test_overwrite_may_change_the_columns(spark, store):
+    store.write(frame(spark, range(3)), "t")
+    version = store.write(spark.createDataFrame([(1, "x")], "id long, other string"), "t", mode="overwrite")
+    assert version == 1
+    assert store.read("t").schema.simpleString() == "struct<id:bigint,other:string>"
+    assert [tuple(r) for r in store.read("t").collect()] == [(1, "x")]
+
+
 def test_failed_job_commits_nothing_and_leaves_no_files(spark, store):
     store.write(frame(spark, range(3), partitions=1), "t")
     before = len(parquet_on_disk(store, "t"))
