@@ -1,0 +1,55 @@
+"""Checks before any work: can the delivery be read and the output written?
+
+An unreachable bucket, wrong credentials or a read-only output otherwise
+surface as a stack trace from deep inside a stage, minutes in. Here they stop
+the job at start with one line that names the setting.
+"""
+from __future__ import annotations
+
+import uuid
+
+from jobs.config import ConfigError
+from jobs.storage import filesystem, join
+from jobs.tables import CATALOG_OUTPUT
+
+PROBE_FOLDER = "_triage_write_check"
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the exception's kind and the first line of its message."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_input(uri: str, storage_options: dict) -> None:
+    """The delivery exists and can be listed with these credentials."""
+    fs, root = filesystem(uri, storage_options)
+    try:
+        fs.ls(root, detail=False)
+    except FileNotFoundError:
+        raise ConfigError(f"setting 'input': {uri} does not exist") from None
+    except Exception as exc:  # every backend raises its own kinds: credentials, network, permissions
+        raise ConfigError(f"setting 'input': cannot list {uri}: {describe(exc)}") from None
+
+
+def check_output(uri: str, storage_options: dict) -> None:
+    """A small file can be written under the output and removed again."""
+    if CATALOG_OUTPUT.match(uri):
+        return  # catalog tables: the catalog's permissions are checked by the first write
+    fs, root = filesystem(uri, storage_options)
+    _, probe_path = filesystem(join(uri, PROBE_FOLDER, uuid.uuid4().hex), storage_options)
+    try:
+        if "file" in fs.protocol:  # object stores have no folders to make
+            fs.makedirs(join(root, PROBE_FOLDER), exist_ok=True)
+        with fs.open(probe_path, "wb") as handle:
+            handle.write(b"ok")
+        fs.rm(probe_path)
+    except Exception as exc:
+        raise ConfigError(f"setting 'output': cannot write to {uri}: {describe(exc)}") from None
+    try:
+        if "file" in fs.protocol:
+            fs.rmdir(join(root, PROBE_FOLDER))
+    except OSError:
+        pass  # another run's probe is still there
