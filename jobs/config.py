@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import yaml
 
+from schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
+
 
 class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range."""
@@ -90,6 +92,8 @@ def _env_name(value) -> str | None:
 
 RULES: dict[str, Callable[[Any], str | None]] = {
     "tables.backend": _one_of("auto", "delta-spark", "delta-rs"),
+    "progress_seconds": lambda v: None if v >= 0 else "must be >= 0",
+    "concurrency.stale_after_seconds": lambda v: None if v >= 10 else "must be >= 10",
     "ingest.header_first_block_bytes": lambda v: None if 256 <= v <= 64 * 2**20 else "must be between 256 and 67108864",
     "ingest.header_max_block_bytes": lambda v: None if 1024 <= v <= 64 * 2**20 else "must be between 1024 and 67108864",
     "ingest.site_from": _one_of("folder", "institution"),
@@ -99,6 +103,8 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "ingest.files_per_partition": _positive,
     "privacy.secret_env": _env_name,
     "pixels.files_per_partition": _positive,
+    "pixels.max_frame_bytes": _positive,
+    "pixels.max_decoded_bytes": _positive,
     "embed.device": _one_of("auto", "cpu", "cuda"),
     "embed.frame": _one_of("middle", "first"),
     "embed.batch_size": _positive,
@@ -111,7 +117,18 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "anatomy.min_labels_per_class": lambda v: None if v >= 2 else "must be >= 2",
     "anatomy.holdout_fraction": lambda v: None if 0 < v < 1 else "must be between 0 and 1",
     "anatomy.mismatch_min_confidence": lambda v: None if 0 <= v <= 1 else "must be between 0 and 1",
+    "quality.burned_in_text_min_score": lambda v: None if 0 <= v < 1 else "must be >= 0 and < 1",
+    "curate.series_exclude_fraction": lambda v: None if 0 < v <= 1 else "must be > 0 and <= 1",
+    "review_queue.size": lambda v: None if v >= 0 else "must be >= 0",
+    "review_queue.weights.uncertainty": lambda v: None if v >= 0 else "must be >= 0",
+    "review_queue.weights.outlier": lambda v: None if v >= 0 else "must be >= 0",
+    "review_queue.weights.severity": lambda v: None if v >= 0 else "must be >= 0",
+    "review_queue.uncertain_include_min": lambda v: None if 0 <= v <= 1 else "must be between 0 and 1",
+    "review_queue.max_cluster_share": lambda v: None if 0 < v <= 1 else "must be > 0 and <= 1",
 }
+# What a reason does to an object (schemas/curate.py SEVERITIES).
+RULES.update({f"curate.severity.{code}": _one_of("exclude", "review", "annotate")
+              for code in sorted(ALL_CODES | {IO_ERROR, TIMEOUT})})
 
 
 def default_settings() -> dict:

@@ -57,7 +57,8 @@ def measure(ctx: RunContext, instances: DataFrame, count: int) -> DataFrame:
     settings = ctx.settings.pixels
     partitions = max(1, math.ceil(count / settings.files_per_partition))
     measurer = make_pixel_measurer(ctx.storage_options, to_arrow_schema(PIXEL_MEASURES),
-                                   settings.timeout_seconds, settings.thumbnail_px, settings.histogram_bins)
+                                   settings.timeout_seconds, settings.thumbnail_px, settings.histogram_bins,
+                                   settings.max_frame_bytes, settings.max_decoded_bytes)
     return (instances.select(*INPUT_COLUMNS).repartition(partitions, "path")
             .mapInArrow(measurer, PIXEL_MEASURES))
 
@@ -151,6 +152,10 @@ def with_findings(measured: DataFrame, instances: DataFrame, settings) -> DataFr
                 "pixel spacing (mm) below the expected minimum"),
         finding("SPACING_OUT_OF_RANGE", largest_spacing > spacing_hi, largest_spacing, spacing_hi,
                 "pixel spacing (mm) above the expected maximum"),
+        finding("BURNED_IN_ANNOTATION", F.lit(q.burned_in_pixel_check) & ok
+                & (F.col("burned_in_text_score") > q.burned_in_text_min_score),
+                F.col("burned_in_text_score"), q.burned_in_text_min_score,
+                "rows of text-like marks in an image corner (pixels)"),
         finding("EXACT_DUPLICATE", F.col("_hash_rank") > 1, F.col("_hash_rank"), 1.0,
                 "same decoded pixels as an earlier object (the first seen is the original)"),
         finding("DUPLICATE_SOP_UID", F.col("_uid_rank") > 1, F.col("_uid_rank"), 1.0,

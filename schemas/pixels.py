@@ -32,7 +32,7 @@ KEY_FIELDS = [
 _DOUBLES = ["min", "max", "mean", "std", *PERCENTILE_KEYS, "dynamic_range", "value_range",
             "frac_at_min", "frac_at_max", "entropy_bits", "hist_min", "hist_max",
             "foreground_fraction", "snr", "noise_sigma", "laplacian_var", "efc", "blurry_score",
-            "padded_fraction"]
+            "burned_in_text_score", "padded_fraction"]
 
 MEASURES = [
     StructField("rows", LongType()), StructField("columns", LongType()), StructField("frames", LongType()),

@@ -31,6 +31,11 @@ FLOORS = {
     "INCONSISTENT_ORIENTATION": (1.0, 1.0),
     "TOO_FEW_SLICES": (1.0, 1.0),
     "LOCALIZER": (1.0, 1.0),
+    # Pixels catch the text planted in the MR key image, the CT screenshot, the
+    # DX chest (no header flag: only pixels can find it) and the ultrasound
+    # US1 (small text, score 0.5); the palette ultrasound carries no readable
+    # text and is left to curate's header rule (modality / BurnedInAnnotation).
+    "BURNED_IN_ANNOTATION": (0.8, 1.0),
 }
 
 
@@ -55,8 +60,8 @@ def found_codes(store) -> dict[str, set[str]]:
 def test_findings_against_ground_truth(pipeline):
     delivery, _, store = pipeline
     with open(delivery / "_ground_truth.csv", newline="") as handle:
-        truth = {r["path"]: set(filter(None, r["reasons"].split(";")))
-                 for r in csv.DictReader(handle) if not r["ingest_error"]}
+        rows = [r for r in csv.DictReader(handle) if not r["ingest_error"]]
+    truth = {r["path"]: set(filter(None, r["reasons"].split(";"))) for r in rows}
     found = found_codes(store)
     assert set(found) == set(truth), "every readable object has a pixel_stats row"
     report, failures = [], []
@@ -71,7 +76,14 @@ def test_findings_against_ground_truth(pipeline):
         if recall < recall_floor or precision < precision_floor:
             failures.append(code)
     print("\n" + "\n".join(report))
+    wrong = sorted(p for p, codes in found.items()
+                   if "BURNED_IN_ANNOTATION" in codes - truth[p])
+    print(f"BURNED_IN_ANNOTATION false positives: {wrong}")
     assert not failures, f"below floor: {failures}"
+    # the DX chest has text in its pixels and no header flag: only pixels can find it
+    burned_dx = [r["path"] for r in rows
+                 if r["modality"] == "DX" and "BURNED_IN_ANNOTATION" in truth[r["path"]]]
+    assert burned_dx and all("BURNED_IN_ANNOTATION" in found[p] for p in burned_dx)
     good = [p for p, codes in truth.items() if not codes]
     flagged_good = [p for p in good if found[p] - {"SPACING_OUT_OF_RANGE"}]
     assert len(flagged_good) <= 0.02 * len(good), flagged_good[:10]
@@ -133,6 +145,7 @@ def test_range_rules_and_group_fences_on_hand_made_rows(spark):
              measured("tiny", rows=32, columns=32),
              measured("fine", noise_sigma=150.0),        # 6 % of range: > floor? no, but group outlier only
              measured("noisy", noise_sigma=400.0)]       # 16 % of range and a group outlier
+    rows += [measured("text", burned_in_text_score=0.5), measured("faint_text", burned_in_text_score=0.25)]
     spacing = {"fine_spacing": [0.01, 0.01]}
     rows.append(measured("fine_spacing"))
     instance_schema = StructType([StructField("path", StringType()), StructField("pixel_spacing", ArrayType(DoubleType())),
@@ -151,3 +164,7 @@ def test_range_rules_and_group_fences_on_hand_made_rows(spark):
     assert codes["noisy"] == ["NOISY"]
     assert codes["fine"] == [], "above its group's fence but under the absolute floor"
     assert all(codes[f"ok{i}"] == [] for i in range(10))
+    assert codes["text"] == ["BURNED_IN_ANNOTATION"] and codes["faint_text"] == []
+    off = with_findings(spark.createDataFrame(rows, PIXEL_MEASURES), instances,
+                        load_settings(overrides=["quality.burned_in_pixel_check=false"]))
+    assert off.filter("exists(findings, f -> f.code = 'BURNED_IN_ANNOTATION')").count() == 0

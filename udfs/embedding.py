@@ -49,15 +49,13 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
-from pydicom import dcmread
-from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from udfs import pixels
 from udfs.encoders import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
 from udfs.pixel_stats import (DEFER_BYTES, _looks_like_cut_pixel_data, colour_display, display_window,
                                fit_size, window01)
 from udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError,
-                         PixelInfo, describe, padding_mask, to_modality, transfer_syntax_of)
+                         PixelInfo, describe, padding_mask, to_modality)
 
 FRAMES = ("middle", "first")
 OUTPUT_COLUMNS = ("path", "sop_instance_uid", "embedding", "encoder", "embedding_error")
@@ -87,11 +85,12 @@ def decode_stored_frame(ds, index: int, source: bytes | None = None,
 
 def read_dataset(data: bytes, force: bool = False):
     """dcmread of a whole file's bytes with large elements deferred (decoded
-    later straight from `data`); any read failure -> PixelDecodeError."""
+    later straight from `data`; deflated datasets inflated whole, with a bound);
+    any read failure -> PixelDecodeError."""
     try:
-        ds = dcmread(io.BytesIO(data), force=force, defer_size=DEFER_BYTES)
-        if transfer_syntax_of(ds) == DeflatedExplicitVRLittleEndian:
-            ds = dcmread(io.BytesIO(data), force=force)   # offsets are in the inflated stream
+        ds = pixels.read_for_decoding(io.BytesIO(data), force, DEFER_BYTES)
+    except PixelDecodeError:
+        raise
     except Exception as exc:
         raise PixelDecodeError(UNREADABLE_PIXELS, f"not readable as DICOM: {type(exc).__name__}: {exc}") from exc
     return ds

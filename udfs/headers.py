@@ -25,7 +25,8 @@ from pydicom.uid import UID
 
 from schemas.ingest import PROMOTED, PROMOTED_COLUMNS
 from udfs.identifiers import keyed_hash
-from udfs.object_reader import BlockReader, ReadBudgetExceeded
+from udfs.object_reader import (DEFLATED_TS, BlockReader, InflateLimitExceeded, ReadBudgetExceeded,
+                                declared_transfer_syntax, read_deflated)
 
 # Malformed values are common in real deliveries; they become nulls, not warnings.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -107,11 +108,19 @@ def _parse(reader: BlockReader, policy: HeaderPolicy) -> dict:
     if not has_preamble and not (policy.accept_missing_preamble and _looks_like_raw_dataset(head)):
         return error_row("NOT_DICOM", "no 'DICM' prefix at byte 128 and no DICOM dataset at byte 0",
                          reader.bytes_fetched)
+    deflated_pixels = False
     try:
-        ds = pydicom.dcmread(reader, stop_before_pixels=True, defer_size=policy.defer_size_bytes,
-                             force=not has_preamble)
+        if has_preamble and declared_transfer_syntax(reader) == DEFLATED_TS:
+            # inflated here with a bound: pydicom would inflate the whole stream
+            ds, deflated_pixels = read_deflated(reader, policy.max_header_bytes, stop_before_pixels=True,
+                                                defer_size=policy.defer_size_bytes)
+        else:
+            ds = pydicom.dcmread(reader, stop_before_pixels=True, defer_size=policy.defer_size_bytes,
+                                 force=not has_preamble)
     except (ParseTimeout, ReadBudgetExceeded):
         raise
+    except InflateLimitExceeded as exc:
+        return error_row("CORRUPT_HEADER", f"{exc} (ingest.max_header_bytes)", reader.bytes_fetched)
     except InvalidDicomError as exc:
         if not has_preamble:
             return error_row("NOT_DICOM", str(exc), reader.bytes_fetched)
@@ -140,8 +149,9 @@ def _parse(reader: BlockReader, policy: HeaderPolicy) -> dict:
     except Exception as exc:
         return error_row("CORRUPT_HEADER", f"{type(exc).__name__}: {exc}", reader.bytes_fetched)
     row["has_preamble"] = has_preamble
-    row["has_pixel_data"] = _has_pixel_tag(ds, reader, stop_offset)
-    row["pixel_data_offset"] = stop_offset if row["has_pixel_data"] else None
+    row["has_pixel_data"] = deflated_pixels or _has_pixel_tag(ds, reader, stop_offset)
+    # a deflated object's pixel data sits in the inflated stream: no file offset
+    row["pixel_data_offset"] = stop_offset if row["has_pixel_data"] and not _is_deflated(ds) else None
     row["header_bytes_read"] = reader.bytes_fetched
     row["error_code"] = None
     return row

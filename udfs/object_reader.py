@@ -11,6 +11,8 @@ cuts off files that would make the parser read on and on.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from typing import Callable
 
 
@@ -100,3 +102,92 @@ class BlockReader(io.RawIOBase):
         if self.bytes_fetched > self._budget:
             raise ReadBudgetExceeded(
                 f"header needs more than {self._budget} bytes (ingest.max_header_bytes)")
+
+
+# -- deflated datasets ------------------------------------------------------------
+# pydicom inflates a Deflated Explicit VR Little Endian dataset whole, with no
+# bound: a few MiB of deflate stream (ratio up to ~1000:1) become GiBs in
+# memory. These helpers inflate with a limit instead.
+
+DEFLATED_TS = "1.2.840.10008.1.2.1.99"
+_PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+_PIXEL_GROUP_ELEMENTS = {(tag >> 16, tag & 0xFFFF) for tag in _PIXEL_TAGS}
+_INFLATE_CHUNK = 16 * 2**20
+
+
+class InflateLimitExceeded(ValueError):
+    """A deflated dataset inflates to more bytes than allowed."""
+
+
+def declared_transfer_syntax(fp) -> str | None:
+    """The file meta Transfer Syntax UID of the file object at its start, or None
+    (no preamble / meta, or unreadable: dcmread reports those itself). Rewinds."""
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+    start = fp.tell()
+    try:
+        if read_preamble(fp, False) is None:
+            return None
+        return str(_read_file_meta_info(fp).get("TransferSyntaxUID") or "").strip("\0 ") or None
+    except (InvalidDicomError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+            struct.error, EOFError, NotImplementedError):
+        return None   # damaged bytes; time limits and read budgets still propagate
+    finally:
+        fp.seek(start)
+
+
+def inflate(compressed: bytes, limit: int, keep: bool = True) -> tuple[bytes, bool]:
+    """Inflate a raw deflate stream, at most `limit` bytes: (output, whether the
+    whole stream fitted). With `keep=False` only counts (memory: one chunk) and
+    returns b"" as output."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    parts, total, pending = [], 0, compressed
+    while pending and not inflater.eof:
+        part = inflater.decompress(pending, min(_INFLATE_CHUNK, limit + 1 - total))
+        pending = inflater.unconsumed_tail
+        total += len(part)
+        if keep:
+            parts.append(part)
+        if total > limit:
+            return b"".join(parts)[:limit], False
+        if not part and pending:    # no progress: the stream is damaged
+            break
+    if not inflater.eof and total < limit:
+        tail = inflater.flush()
+        total += len(tail)
+        if keep:
+            parts.append(tail)
+        if total > limit:
+            return b"".join(parts)[:limit], False
+    return b"".join(parts), True
+
+
+def read_deflated(fp, limit: int, stop_before_pixels: bool = False, defer_size: int | None = None):
+    """dcmread of a deflated file with the inflated dataset bounded by `limit` bytes.
+
+    Returns (FileDataset, at_pixels): at_pixels tells whether reading stopped at
+    a pixel data element (only with `stop_before_pixels`). With
+    `stop_before_pixels` the dataset may be longer than `limit` as long as the
+    elements before the pixel data fit; otherwise InflateLimitExceeded."""
+    from pydicom.dataset import FileDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+    preamble = read_preamble(fp, False)
+    meta = _read_file_meta_info(fp)
+    compressed = fp.read()
+    if not stop_before_pixels and not inflate(compressed, limit, keep=False)[1]:
+        raise InflateLimitExceeded(f"deflated dataset inflates to more than {limit} bytes")
+    inflated, whole = inflate(compressed, limit)
+    buffer = DicomBytesIO(inflated)
+    stop = (lambda tag, vr, length: tag in _PIXEL_TAGS) if stop_before_pixels else None
+    try:
+        dataset = read_dataset(buffer, False, True, stop_when=stop, defer_size=defer_size)
+    except Exception:
+        if not whole:   # the cut at the limit, not the data, broke the parse
+            raise InflateLimitExceeded(f"deflated header inflates to more than {limit} bytes") from None
+        raise
+    head = inflated[buffer.tell():buffer.tell() + 4]   # read_dataset rewinds to the stopping tag
+    at_pixels = len(head) == 4 and struct.unpack("<HH", head) in _PIXEL_GROUP_ELEMENTS
+    if not whole and not at_pixels:
+        raise InflateLimitExceeded(f"deflated header inflates to more than {limit} bytes")
+    return FileDataset(fp, dataset, preamble, meta, is_implicit_VR=False, is_little_endian=True), at_pixels

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from udfs.headers import ParseTimeout, time_limit
 from udfs.pixel_stats import RESULT_KEYS, measure_file
+from udfs.pixels import MAX_DECODED_BYTES, MAX_FRAME_BYTES
 
 logging.getLogger("pydicom").setLevel(logging.ERROR)
 
@@ -20,7 +21,8 @@ KEYS = ("path", "sop_instance_uid", "series_instance_uid", "site", "modality", "
 
 
 def measure_rows(rows: Iterable[dict], read_object: Callable[[str], bytes], timeout_seconds: float,
-                 thumbnail_px: int = 128, hist_bins: int = 64) -> Iterator[dict]:
+                 thumbnail_px: int = 128, hist_bins: int = 64, max_frame_bytes: int = MAX_FRAME_BYTES,
+                 max_decoded_bytes: int = MAX_DECODED_BYTES) -> Iterator[dict]:
     for row in rows:
         out = {key: row.get(key) for key in KEYS}
         try:
@@ -28,7 +30,9 @@ def measure_rows(rows: Iterable[dict], read_object: Callable[[str], bytes], time
             out["bytes_read"] = len(data)
             with time_limit(timeout_seconds):
                 measured = measure_file(data, force=not row.get("has_preamble", True),
-                                        thumbnail_px=thumbnail_px, hist_bins=hist_bins)
+                                        thumbnail_px=thumbnail_px, hist_bins=hist_bins,
+                                        max_frame_bytes=max_frame_bytes,
+                                        max_decoded_bytes=max_decoded_bytes)
         except ParseTimeout as exc:
             measured = {"pixel_error": "UNREADABLE_PIXELS", "pixel_error_message": str(exc)}
         except Exception as exc:  # storage errors: reported on the row, the batch goes on
@@ -41,7 +45,8 @@ def measure_rows(rows: Iterable[dict], read_object: Callable[[str], bytes], time
 
 
 def make_pixel_measurer(storage_options: dict, arrow_schema: pa.Schema, timeout_seconds: float,
-                        thumbnail_px: int, hist_bins: int):
+                        thumbnail_px: int, hist_bins: int, max_frame_bytes: int = MAX_FRAME_BYTES,
+                        max_decoded_bytes: int = MAX_DECODED_BYTES):
     """A `mapInArrow` function over instance rows."""
 
     def read_object(path: str) -> bytes:
@@ -51,7 +56,8 @@ def make_pixel_measurer(storage_options: dict, arrow_schema: pa.Schema, timeout_
 
     def measure_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
-            rows = measure_rows(batch.to_pylist(), read_object, timeout_seconds, thumbnail_px, hist_bins)
+            rows = measure_rows(batch.to_pylist(), read_object, timeout_seconds, thumbnail_px, hist_bins,
+                                max_frame_bytes, max_decoded_bytes)
             yield pa.RecordBatch.from_pylist(
                 [{name: row.get(name) for name in arrow_schema.names} for row in rows],
                 schema=arrow_schema)

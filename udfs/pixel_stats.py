@@ -36,9 +36,10 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageFilter
 
-from udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError, PixelInfo,
-                         describe, frame_float_dtype, iter_stored_frames, padding_mask,
-                         scalar_frame, transfer_syntax_of)
+from udfs.burned_in import burned_in_text
+from udfs.pixels import (MAX_DECODED_BYTES, MAX_FRAME_BYTES, NO_PIXEL_DATA, UNREADABLE_PIXELS,
+                         PixelDecodeError, PixelInfo, describe, frame_float_dtype, iter_stored_frames,
+                         padding_mask, read_for_decoding, scalar_frame)
 
 PERCENTILES = (0.5, 1, 5, 25, 50, 75, 95, 99, 99.5)
 PERCENTILE_KEYS = ("p0_5", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "p99_5")
@@ -523,14 +524,17 @@ def invalid_pixels(stored: np.ndarray, scalar: np.ndarray, info: PixelInfo) -> n
 
 def measure_pixels(ds, thumbnail_px: int = 128, hist_bins: int = 64,
                    hist_range: tuple[float, float] | None = None,
-                   source: bytes | BinaryIO | None = None) -> dict[str, Any]:
+                   source: bytes | BinaryIO | None = None,
+                   max_frame_bytes: int = MAX_FRAME_BYTES,
+                   max_decoded_bytes: int = MAX_DECODED_BYTES) -> dict[str, Any]:
     """Decode every frame once and measure the instance's pixels.
 
     Attributes read: see udfs.pixels.describe (Image Pixel module, padding,
     Modality LUT, palette, Modality, WindowCenter/WindowWidth).
     `source`: the bytes / file object `ds` was read from, so a deferred pixel
     element is decoded frame by frame straight from it.
-    Raises PixelDecodeError.
+    Raises PixelDecodeError, also (before decoding) when the declared decoded
+    size is over `max_frame_bytes` for one frame or `max_decoded_bytes` for all.
 
     Returns a dict with exactly RESULT_KEYS, in that order. "Units" means the
     `units` value: HU (CT with a Modality LUT), modality (other grey images,
@@ -551,8 +555,9 @@ def measure_pixels(ds, thumbnail_px: int = 128, hist_bins: int = 64,
       foreground_fraction (float, Otsu), snr (float; None if the background
       MAD is 0), noise_sigma (float, units), laplacian_var (float, image
       scaled to [0, 1]), efc (float, 0..1), blurry_score (float, 0..1,
-      CleanVision), thumbnail_png (bytes, PNG, longest side `thumbnail_px`,
-      8-bit grey or RGB), preview (bytes, 64 x 64 uint8 row-major)
+      CleanVision), burned_in_text_score (float, 0..1, rows of text-like
+      glyphs in an image corner, udfs.burned_in), thumbnail_png (bytes, PNG,
+      longest side `thumbnail_px`, 8-bit grey or RGB), preview (bytes, 64 x 64 uint8 row-major)
     * pixel_hash (str, sha256 hex of rows/columns/frames/samples + every
       frame's decoded stored values, little endian)
     * frame_stats (list of {index: int, min, max, mean, std, p50: float} for
@@ -566,7 +571,8 @@ def measure_pixels(ds, thumbnail_px: int = 128, hist_bins: int = 64,
     hist: _Histogram | None = None
     frame_stats: list[dict[str, Any]] = []
     mid_stored = mid_scalar = mid_counts = None
-    for i, stored in enumerate(iter_stored_frames(ds, source, info)):
+    for i, stored in enumerate(iter_stored_frames(ds, source, info, None, max_frame_bytes,
+                                                  max_decoded_bytes)):
         hasher.update(canonical_bytes(stored))
         scalar = scalar_frame(stored, info)
         if hist is None:
@@ -597,7 +603,7 @@ def measure_pixels(ds, thumbnail_px: int = 128, hist_bins: int = 64,
 def _image_measures(info: PixelInfo, dist: Distribution, mid_dist: Distribution,
                     stored: np.ndarray, scalar: np.ndarray, invalid: np.ndarray | None,
                     thumbnail_px: int) -> dict[str, Any]:
-    """Sharpness, noise, Otsu/SNR, EFC, thumbnail and preview of the middle frame.
+    """Sharpness, noise, Otsu/SNR, EFC, burned-in text, thumbnail and preview of the middle frame.
 
     `scalar` is the frame's stored (or luminance) values; its padded pixels are
     overwritten with the window's low end (the frame has been counted already)."""
@@ -625,6 +631,7 @@ def _image_measures(info: PixelInfo, dist: Distribution, mid_dist: Distribution,
     out["efc"] = efc(small01)
     mini = downscale(small, thumbnail_px)
     out["blurry_score"] = blurry_score(Image.fromarray(to_u8(window01(mini, lo, hi)), "L"))
+    out["burned_in_text_score"] = burned_in_text(small01)[0]
     size = fit_size(info.columns, info.rows, thumbnail_px)
     if info.is_color:
         thumb = colour_display(stored, info, SHARPNESS_PX).resize(size, Image.BILINEAR)
@@ -648,7 +655,7 @@ RESULT_KEYS = (
     "distinct_values", "frac_at_min", "frac_at_max", "entropy_bits",
     "histogram", "hist_min", "hist_max",
     "foreground_fraction", "snr", "noise_sigma", "laplacian_var", "efc", "blurry_score",
-    "thumbnail_png", "preview", "pixel_hash", "frame_stats",
+    "burned_in_text_score", "thumbnail_png", "preview", "pixel_hash", "frame_stats",
 )
 
 
@@ -671,22 +678,19 @@ def measure_file(data: bytes | BinaryIO, force: bool = False, **kwargs: Any) -> 
     `data`: the whole file as bytes, or a seekable binary file object at its
     start. Elements over 1 MiB (the pixel data of most images) are deferred
     and decoded frame by frame from `data`, so memory stays near one frame
-    beyond `data` itself. On failure returns only
+    beyond `data` itself (a deflated dataset is inflated whole, at most
+    `max_decoded_bytes`, see udfs.pixels.read_for_decoding). On failure returns only
     {"pixel_error": NO_PIXEL_DATA | UNREADABLE_PIXELS, "pixel_error_message": str};
     any exception other than PixelDecodeError (not DICOM, bad header) is
     UNREADABLE_PIXELS, and NO_PIXEL_DATA becomes UNREADABLE_PIXELS when the bytes
     hold a PixelData tag that pydicom dropped because its value was cut short."""
-    from pydicom import dcmread
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
     is_buffer = isinstance(data, (bytes, bytearray, memoryview))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fp = io.BytesIO(data) if is_buffer else data
-            ds = dcmread(fp, force=force, defer_size=DEFER_BYTES)
-            if transfer_syntax_of(ds) == DeflatedExplicitVRLittleEndian:
-                fp.seek(0)     # deferred offsets would point into the inflated stream
-                ds = dcmread(fp, force=force)
+            ds = read_for_decoding(fp, force, DEFER_BYTES, kwargs.get("max_frame_bytes", MAX_FRAME_BYTES),
+                                   kwargs.get("max_decoded_bytes", MAX_DECODED_BYTES))
             return measure_pixels(ds, source=data if is_buffer else fp, **kwargs)
     except PixelDecodeError as exc:
         if exc.code == NO_PIXEL_DATA and is_buffer and _looks_like_cut_pixel_data(bytes(data)):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterator
 
@@ -46,6 +47,16 @@ PIXEL_KEYWORDS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData",
 
 # ITU-R BT.601 luma weights, the ones PIL's convert("L") uses.
 BT601 = (0.299, 0.587, 0.114)
+
+# Decoding bounds (conf pixels.max_frame_bytes / pixels.max_decoded_bytes). The
+# header declares the decoded size and decoders allocate it up front, so a
+# damaged or hostile header (65535 x 65535 rows x columns, a tiny RLE or deflate
+# stream) would ask for many GiB. One frame: measuring holds a few copies of
+# it (8192 x 8192 16-bit, the largest radiography frames, is 128 MiB). All
+# frames of an object, and a deflated dataset inflated (held whole): a bound
+# on the work per object beyond its time limit.
+MAX_FRAME_BYTES = 256 * 2**20
+MAX_DECODED_BYTES = 2 * 2**30
 
 
 class PixelDecodeError(Exception):
@@ -315,7 +326,9 @@ def _ensure_transfer_syntax(ds, ts: UID) -> None:
 
 def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
                        info: PixelInfo | None = None,
-                       indices: list[int] | None = None) -> Iterator[np.ndarray]:
+                       indices: list[int] | None = None,
+                       max_frame_bytes: int = MAX_FRAME_BYTES,
+                       max_decoded_bytes: int = MAX_DECODED_BYTES) -> Iterator[np.ndarray]:
     """Yield decoded frames of STORED values, one at a time (all frames, or only
     those in `indices`: native data reads only their bytes, encapsulated data
     decodes only their fragments).
@@ -331,7 +344,8 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
     frames are then decoded from it without loading the whole pixel value.
 
     Raises PixelDecodeError (NO_PIXEL_DATA / UNREADABLE_PIXELS), also when
-    fewer frames than NumberOfFrames could be decoded.
+    fewer frames than NumberOfFrames could be decoded, and before decoding
+    when the declared size is over `max_frame_bytes` / `max_decoded_bytes`.
     """
     info = info or describe(ds)
     if indices is not None and not all(0 <= i < info.frames for i in indices):
@@ -339,6 +353,7 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
     if indices is not None and info.frames == 1:
         indices = None  # a single frame: decode it the usual way
     wanted = len(indices) if indices is not None else info.frames
+    check_decoded_size(info, wanted, max_frame_bytes, max_decoded_bytes)
     ts = UID(info.transfer_syntax)
     opts = _decode_options(ds, info)
     tag = next(t for t, kw in PIXEL_KEYWORDS.items() if kw == info.keyword)
@@ -346,6 +361,8 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
     deferred = isinstance(elem, RawDataElement) and elem.value is None
     count = 0
     try:
+        if ts.is_encapsulated:
+            _check_codestreams(ds, info, elem, source, deferred and source is not None)
         if deferred and source is not None and ts != DeflatedExplicitVRLittleEndian:
             frames = _deferred_iterator(ds, info, elem, source, opts, indices)
         else:
@@ -364,6 +381,114 @@ def iter_stored_frames(ds, source: bytes | BinaryIO | None = None,
         raise PixelDecodeError(UNREADABLE_PIXELS, f"{type(exc).__name__}: {exc}") from exc
     if count < wanted:
         raise PixelDecodeError(UNREADABLE_PIXELS, f"only {count} of {wanted} frames decoded")
+
+
+def check_decoded_size(info: PixelInfo, frames: int, max_frame_bytes: int = MAX_FRAME_BYTES,
+                       max_decoded_bytes: int = MAX_DECODED_BYTES) -> None:
+    """Refuse (UNREADABLE_PIXELS) to decode `frames` frames whose declared decoded
+    size is over the bounds, before any decoder allocates it."""
+    _check_size(info.rows, info.columns, info.samples_per_pixel, info.bits_allocated, frames,
+                max_frame_bytes, max_decoded_bytes)
+
+
+def _check_size(rows: int, columns: int, samples: int, bits_allocated: int, frames: int,
+                max_frame_bytes: int, max_decoded_bytes: int) -> None:
+    frame = rows * columns * samples * max(1, -(-bits_allocated // 8))
+    if frame > max_frame_bytes:
+        raise PixelDecodeError(UNREADABLE_PIXELS,
+                               f"one decoded frame would be {frame} bytes ({rows}x{columns}x{samples}, "
+                               f"{bits_allocated}-bit), more than pixels.max_frame_bytes = {max_frame_bytes}")
+    if frame * frames > max_decoded_bytes:
+        raise PixelDecodeError(UNREADABLE_PIXELS,
+                               f"{frames} decoded frame(s) would be {frame * frames} bytes, more than "
+                               f"pixels.max_decoded_bytes = {max_decoded_bytes}")
+
+
+def _check_declared_size(ds, max_frame_bytes: int, max_decoded_bytes: int) -> None:
+    """The size check on a header read without its pixel data (a malformed
+    description is left for `describe` to report)."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.get("BitsAllocated") or 8)
+        frames = int(_first(ds.get("NumberOfFrames")) or 1)
+    except Exception:
+        return
+    _check_size(rows, columns, samples, bits, frames, max_frame_bytes, max_decoded_bytes)
+
+
+def codestream_size(ts: UID, frame: bytes) -> tuple[int, int] | None:
+    """(rows, columns) that a JPEG, JPEG-LS or JPEG 2000 frame's own codestream
+    declares (SOFn / SOF55 / SIZ marker), None when not found or not JPEG."""
+    from pydicom.pixels.utils import _get_jpg_parameters
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+    if ts in JPEG2000TransferSyntaxes:
+        siz = frame.find(b"\xff\x4f\xff\x51", 0, 65536)   # SOC then SIZ
+        if siz == -1 or len(frame) < siz + 24:
+            return None
+        x, y, x0, y0 = struct.unpack(">IIII", frame[siz + 8:siz + 24])
+        return max(y - y0, 0), max(x - x0, 0)
+    if ts in JPEGLSTransferSyntaxes or ts in JPEGTransferSyntaxes:
+        info = _get_jpg_parameters(frame)
+        return (info["height"], info["width"]) if "height" in info else None
+    return None
+
+
+def _check_codestreams(ds, info: PixelInfo, elem, source, deferred: bool) -> None:
+    """Every JPEG-family frame must not declare more rows or columns than the
+    header: its decoder allocates what the codestream says (a patched SOF or
+    SIZ marker makes a 1 KiB frame ask for 65535 x 65535)."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+    ts = UID(info.transfer_syntax)
+    if not (ts in JPEG2000TransferSyntaxes or ts in JPEGLSTransferSyntaxes or ts in JPEGTransferSyntaxes):
+        return
+    if deferred:
+        fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        fp.seek(elem.value_tell)
+        buffer = fp
+    else:
+        buffer = ds[elem.tag].value
+    try:
+        for index, frame in enumerate(generate_frames(buffer, number_of_frames=info.frames)):
+            size = codestream_size(ts, bytes(frame[:65536 + 64]) if ts in JPEG2000TransferSyntaxes
+                                   else bytes(frame))
+            if size and (size[0] > info.rows or size[1] > info.columns):
+                raise PixelDecodeError(UNREADABLE_PIXELS,
+                                       f"frame {index}'s codestream declares {size[0]}x{size[1]}, "
+                                       f"the header {info.rows}x{info.columns}")
+    except PixelDecodeError:
+        raise
+    except Exception:
+        return   # unreadable fragments: the decoder reports them
+
+
+HEADER_INFLATE_BYTES = 16 * 2**20   # a deflated header larger than this is not worth decoding
+
+
+def read_for_decoding(fp: BinaryIO, force: bool, defer_size: int,
+                      max_frame_bytes: int = MAX_FRAME_BYTES,
+                      max_decoded_bytes: int = MAX_DECODED_BYTES):
+    """dcmread for decoding: elements over `defer_size` deferred (decoded later
+    from `fp`). A deflated dataset is inflated whole (deferred offsets would
+    point into the inflated stream), but only after its header passed the size
+    checks, and at most `max_decoded_bytes`; else PixelDecodeError. Other read
+    failures raise as dcmread's do."""
+    from pydicom import dcmread
+    from udfs.object_reader import DEFLATED_TS, InflateLimitExceeded, declared_transfer_syntax, read_deflated
+    if declared_transfer_syntax(fp) != DEFLATED_TS:
+        return dcmread(fp, force=force, defer_size=defer_size)
+    start = fp.tell()
+    try:
+        header, _ = read_deflated(fp, HEADER_INFLATE_BYTES, stop_before_pixels=True, defer_size=defer_size)
+    except InflateLimitExceeded as exc:
+        raise PixelDecodeError(UNREADABLE_PIXELS, str(exc)) from exc
+    _check_declared_size(header, max_frame_bytes, max_decoded_bytes)
+    fp.seek(start)
+    try:
+        return read_deflated(fp, max_decoded_bytes)[0]
+    except InflateLimitExceeded as exc:
+        raise PixelDecodeError(UNREADABLE_PIXELS, f"{exc} (pixels.max_decoded_bytes)") from exc
 
 
 def padding_mask(stored: np.ndarray, info: PixelInfo) -> np.ndarray | None:
