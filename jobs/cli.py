@@ -12,6 +12,7 @@ import sys
 import time
 
 from jobs.config import ConfigError, load_settings, require
+from jobs.output_lock import OutputBusy
 from jobs.session import EnvironmentProblem
 
 # Pipeline order. A stage that is not built yet names the issue that adds it.
@@ -20,8 +21,8 @@ STAGES: list[tuple[str, str, str | None]] = [
     ("pixels", "pixel statistics, series geometry, duplicates", None),
     ("embed", "image embeddings and anatomy inference", None),
     ("neighbors", "nearest neighbours, near duplicates, clusters", None),
-    ("curate", "inclusion decisions and review queue", "issue 6"),
-    ("report", "HTML report", "issue 6"),
+    ("curate", "inclusion decisions and review queue", None),
+    ("report", "HTML report", None),
 ]
 DEFAULT_DEMO_DELIVERY = "demo-delivery"
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except NotBuilt as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 2
-    except EnvironmentProblem as exc:
+    except (EnvironmentProblem, OutputBusy) as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 3
 
@@ -143,6 +144,7 @@ def demo_expectations(delivery: str) -> list[str]:
 
 
 def _run_stages(settings, names: list[str], command: str) -> int:
+    from jobs import preflight, progress
     from jobs.runtime import RunContext
     from jobs.tracking import tracked_run
 
@@ -153,19 +155,35 @@ def _run_stages(settings, names: list[str], command: str) -> int:
     if "ingest" in names:
         require(settings, "input", "the delivery to read, e.g. --input s3://bucket/delivery")
     ctx = RunContext.create(settings)
+    if "ingest" in names:
+        preflight.check_input(settings.input, settings.storage.options)
+    preflight.check_output(settings.output, settings.storage.options)
     started = time.monotonic()
     results = {}
-    with tracked_run(settings, ctx.run_id, command) as tracker:
+    with _output_lock(settings, ctx.run_id), tracked_run(settings, ctx.run_id, command) as tracker:
         for name, _, issue in STAGES:
             if name not in names:
                 continue
             if issue:
                 print(f"{name}: not built yet ({issue}), skipped")
                 continue
-            results[name] = _stage_runner(name)(ctx, tracker)
+            with progress.shown(ctx.spark, name, every=settings.progress_seconds):
+                results[name] = _stage_runner(name)(ctx, tracker)
         tracker.metrics({"seconds_total": time.monotonic() - started})
     _print_summary(ctx, results)
     return 0
+
+
+def _output_lock(settings, run_id: str):
+    """One run at a time per output (jobs/output_lock.py); catalog outputs rely
+    on the scheduler (a Databricks job allows one concurrent run)."""
+    import contextlib
+    from jobs.output_lock import held
+    from jobs.tables import CATALOG_OUTPUT
+
+    if not settings.concurrency.lock or CATALOG_OUTPUT.match(settings.output):
+        return contextlib.nullcontext()
+    return held(settings.output, settings.storage.options, run_id, settings.concurrency.stale_after_seconds)
 
 
 def _stage_runner(name: str):
@@ -181,6 +199,12 @@ def _stage_runner(name: str):
     if name == "neighbors":
         from jobs import neighbors
         return neighbors.run
+    if name == "curate":
+        from jobs import curate
+        return curate.run
+    if name == "report":
+        from jobs import report
+        return report.run
     raise NotBuilt(f"stage '{name}' is not built yet")
 
 

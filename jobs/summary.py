@@ -6,7 +6,7 @@ from pyspark.sql import DataFrame, functions as F
 
 # The output contract's table names (DESIGN.md), in pipeline order.
 TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embeddings", "anatomy",
-          "neighbors", "duplicates", "clusters", "inclusion", "review_queue"]
+          "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue"]
 
 
 def register_tables(ctx) -> list[str]:
@@ -58,8 +58,12 @@ def summary_lines(ctx, results: dict) -> list[str]:
                 lines.append("ingest errors (all runs):")
                 lines += ["  " + l for l in format_table(["error_code", "count"],
                                                           [[r.error_code, r["count"]] for r in errors])]
-    if results.get("pixels") or results.get("embed") or results.get("neighbors"):
+    if results.get("curate"):
+        lines += decision_lines(ctx.store, results["curate"])
+    elif results.get("pixels") or results.get("embed") or results.get("neighbors"):
         lines += findings_lines(ctx.store)
+    if results.get("report"):
+        lines.append(f"report: {results['report']['path']}")
     lines.append(f"tables: {ctx.settings.output}  "
                  f"(query: triage sql \"SELECT modality, count(*) FROM instances GROUP BY modality\" "
                  f"--output {ctx.settings.output})")
@@ -82,3 +86,18 @@ def findings_lines(store) -> list[str]:
     if not rows:
         return ["no findings"]
     return ["findings:"] + ["  " + l for l in format_table(["code", "count", "of"], rows)]
+
+
+def decision_lines(store, counts: dict) -> list[str]:
+    """Kept / excluded / to review, the top reasons, and the review queue."""
+    from jobs.curate import top_reasons
+
+    total = sum(counts.get(d, 0) for d in ("include", "exclude", "review")) or 1
+    lines = [f"decisions: {counts.get('include', 0)} kept ({counts.get('include', 0) / total:.0%}), "
+             f"{counts.get('exclude', 0)} excluded, {counts.get('review', 0)} to review "
+             f"(review queue: {counts.get('review_queue', 0)} entries, table review_queue)"]
+    reasons = top_reasons(store.read("inclusion"))
+    if reasons:
+        lines.append("top reasons (objects not kept):")
+        lines += ["  " + l for l in format_table(["reason", "objects"], [list(r) for r in reasons])]
+    return lines

@@ -100,3 +100,17 @@ def demo_pipeline(spark, tmp_path_factory):
         assert triage([stage, *args]) == 0, stage
     yield SimpleNamespace(delivery=delivery, output=output, store=TableStore(spark, str(output)), args=args)
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def full_pipeline(demo_pipeline):
+    """`demo_pipeline` carried through neighbors (exact k-NN, so results equal
+    brute force) and curate, once per test run. Same attributes."""
+    from jobs.cli import main as triage
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TRIAGE_HMAC_SECRET", "demo-pipeline-test-secret-0123456789")
+    for stage in ("neighbors", "curate"):
+        assert triage([stage, *demo_pipeline.args, "--set", "neighbors.exact=true"]) == 0, stage
+    yield demo_pipeline
+    patch.undo()

@@ -14,7 +14,7 @@ import pytest
 
 from jobs.cli import main as triage
 from jobs.config import ConfigError
-from jobs.preflight import PROBE_FOLDER, check_input, check_output
+from jobs.preflight import check_input, check_output
 from tests.conftest import MOTO_SERVER
 
 FAST_S3 = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}

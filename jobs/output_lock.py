@@ -1,0 +1,141 @@
+"""One run at a time per output: a lock object next to the tables.
+
+Delta commits are atomic, but two runs of the same stage on one output would
+each decide what is new from the same state and both append it. So a run takes
+`<output>/_triage_lock.json` with an exclusive create (O_EXCL on local disks,
+a conditional PUT `If-None-Match: *` on S3), refreshes its heartbeat while it
+runs and removes it at the end. A second run stops at start with a message
+that says who holds the output. A lock left by a run that died is taken over:
+on the same host when its process is gone, elsewhere once its heartbeat is
+older than `stale_after_seconds`.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import threading
+
+from jobs.storage import filesystem, join
+
+LOCK_NAME = "_triage_lock.json"
+
+
+class OutputBusy(RuntimeError):
+    """Another live run holds the output."""
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(holder: dict, stale_after_seconds: float, now: dt.datetime | None = None) -> bool:
+    """True when the holder is certainly gone: its process is dead on this
+    host, or its heartbeat is older than the limit."""
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        if not _pid_alive(holder["pid"]):
+            return True
+    try:
+        heartbeat = dt.datetime.fromisoformat(holder["heartbeat_at"])
+    except (KeyError, TypeError, ValueError):
+        return True  # unreadable lock: nobody can be refreshing it
+    return ((now or _now()) - heartbeat).total_seconds() > stale_after_seconds
+
+
+class OutputLock:
+    def __init__(self, output: str, storage_options: dict, run_id: str, stale_after_seconds: float = 300):
+        self.uri = join(output, LOCK_NAME)
+        self.fs, self.path = filesystem(self.uri, storage_options)
+        self.local = "file" in self.fs.protocol
+        self.run_id = run_id
+        self.stale_after = float(stale_after_seconds)
+        self.started_at = _now().isoformat()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> bytes:
+        return json.dumps({"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
+                           "started_at": self.started_at, "heartbeat_at": _now().isoformat()}).encode()
+
+    def _create(self) -> bool:
+        """Exclusive create; False when the lock exists."""
+        try:
+            if self.local:
+                self.fs.makedirs(os.path.dirname(self.path), exist_ok=True)
+                with open(self.path, "xb") as handle:
+                    handle.write(self._record())
+            else:
+                self.fs.pipe_file(self.path, self._record(), mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:  # S3 answers 412 Precondition Failed when the key exists
+            if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            raise
+        return True
+
+    def holder(self) -> dict | None:
+        try:
+            return json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            return {}
+
+    def acquire(self) -> None:
+        for _ in range(3):
+            if self._create():
+                self._start_heartbeat()
+                return
+            holder = self.holder()
+            if holder is None:
+                continue  # released meanwhile: try again
+            if not is_stale(holder, self.stale_after):
+                raise OutputBusy(
+                    f"output is in use by run {holder.get('run_id')} (host {holder.get('host')}, "
+                    f"pid {holder.get('pid')}, started {holder.get('started_at')}, last heartbeat "
+                    f"{holder.get('heartbeat_at')}). Wait for it to finish; if that run is dead, the lock "
+                    f"expires {self.stale_after:.0f} s after its last heartbeat, or remove {self.uri}")
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.path)  # a dead run's lock
+        raise OutputBusy(f"could not take the output lock {self.uri}: other runs keep taking it")
+
+    def _start_heartbeat(self) -> None:
+        def beat():
+            while not self._stop.wait(self.stale_after / 5):
+                current = self.holder()
+                if current and current.get("run_id") == self.run_id:
+                    self.fs.pipe_file(self.path, self._record())
+        self._thread = threading.Thread(target=beat, name="output-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        current = self.holder()
+        if current is not None and current.get("run_id") == self.run_id:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.path)
+
+
+@contextlib.contextmanager
+def held(output: str, storage_options: dict, run_id: str, stale_after_seconds: float):
+    lock = OutputLock(output, storage_options, run_id, stale_after_seconds)
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        lock.release()
