@@ -1,10 +1,13 @@
 """Clusters of the embeddings with Spark ML: k-means (cosine), each row's
 cosine distance to its centroid and its robust z within the cluster, and a
-2-D PCA map of all rows; `cluster_makeup` tells how each cluster is composed
-(e.g. one hospital or scanner forming its own cluster)."""
+2-D PCA map of all rows; `umap_map` adds a UMAP map where umap-learn is
+installed; `cluster_makeup` tells how each cluster is composed (e.g. one
+hospital or scanner forming its own cluster)."""
 from __future__ import annotations
 
+import importlib.util
 import math
+from functools import reduce
 
 from pyspark import StorageLevel
 from pyspark.ml.clustering import KMeans
@@ -110,3 +113,71 @@ def cluster_makeup(clustered: DataFrame, by: list[str]) -> DataFrame:
     total = F.sum("count").over(Window.partitionBy("cluster"))
     return (counts.withColumn("share", F.col("count") / total)
             .orderBy("cluster", F.desc("count"), *by))
+
+
+MAKEUP_DIMENSIONS = ("site", "manufacturer", "modality")
+
+
+def makeup_by_dimension(clustered: DataFrame, dimensions=MAKEUP_DIMENSIONS) -> DataFrame:
+    """`[cluster, cluster_size, dimension, value, count, share]`: `cluster_makeup`
+    for each dimension on its own, stacked (one table to query: "which site
+    dominates cluster 3?"). Shares sum to 1 per cluster and dimension; a null
+    value is a group of its own."""
+    parts = [cluster_makeup(clustered, [name]).select(
+        "cluster", F.lit(name).alias("dimension"), F.col(name).cast("string").alias("value"), "count", "share")
+        for name in dimensions]
+    stacked = reduce(DataFrame.unionByName, parts)
+    size = F.sum("count").over(Window.partitionBy("cluster", "dimension"))
+    return stacked.withColumn("cluster_size", size.cast("long"))
+
+
+MAP_METHODS = ("auto", "pca", "umap")
+
+
+def umap_available() -> bool:
+    return importlib.util.find_spec("umap") is not None
+
+
+def use_umap(method: str) -> bool:
+    """Whether `clusters.map` asks for UMAP: auto = when umap-learn is importable."""
+    if method not in MAP_METHODS:
+        raise ValueError(f"clusters.map must be one of {MAP_METHODS}, got {method!r}")
+    if method == "umap" and not umap_available():
+        raise ValueError("clusters.map is 'umap' but umap-learn is not installed "
+                         "(pip install 'dicom-triage[umap]'), or set clusters.map to auto or pca")
+    return method == "umap" or (method == "auto" and umap_available())
+
+
+def umap_map(df: DataFrame, sample: int, seed: int = 0, epochs: int = 100,
+             neighbors: int = 15) -> DataFrame:
+    """`df[id, vector, ...]` plus `umap_x`, `umap_y` (double): a UMAP model
+    (cosine metric) fitted on the driver on a random sample of at most `sample`
+    rows, then applied to every row on the executors (mapInPandas; the fitted
+    model travels in the function's closure). Driver memory is bounded by
+    `sample`, not by the row count. With fewer than 4 rows the map is null."""
+    import numpy as np
+
+    n = df.count()
+    fraction = min(1.0, 1.2 * sample / max(n, 1))
+    rows = (df.sample(fraction=fraction, seed=seed) if fraction < 1.0 else df) \
+        .select("vector").limit(sample).toPandas()
+    if len(rows) < 4:
+        return df.withColumn("umap_x", F.lit(None).cast("double")).withColumn("umap_y", F.lit(None).cast("double"))
+    import umap
+
+    matrix = np.stack(rows["vector"].to_numpy()).astype(np.float32)
+    model = umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(neighbors, len(matrix) - 1),
+                      n_epochs=epochs, random_state=seed, low_memory=True).fit(matrix)
+
+    def project(frames):
+        import pandas as pd
+
+        for frame in frames:
+            if frame.empty:
+                continue
+            xy = model.transform(np.stack(frame["vector"].to_numpy()).astype(np.float32))
+            yield pd.DataFrame({"id": frame["id"], "umap_x": xy[:, 0].astype(float),
+                                "umap_y": xy[:, 1].astype(float)})
+
+    mapped = df.select("id", "vector").mapInPandas(project, "id long, umap_x double, umap_y double")
+    return df.join(mapped, "id", "left")

@@ -37,7 +37,7 @@ from jobs.demo.delivery import (EXPECTATIONS, GROUND_TRUTH_COLUMNS, GROUND_TRUTH
                                 GROUND_TRUTH_JSON, Delivery, Item, ground_truth_csv, ground_truth_json,
                                 planted_identifiers, summary_of)
 from jobs.demo.faults import (byte_copy, corrupt_charset, corrupt_deflated, corrupt_nested_charset,
-                              empty_file, png_file, random_file, reexport, resend_series,
+                              empty_file, near_duplicate, png_file, random_file, reexport, resend_series,
                               reuse_sop_uid, text_file, truncate_header, truncate_pixels, zip_file)
 from jobs.demo.imaging import HeadPose
 from jobs.demo.objects import (cat_radiograph, chest_cr_original_j2k, chest_labelled_head_mr,
@@ -67,7 +67,7 @@ def site_a(d: Delivery) -> None:
     """Siemens MR and CT; uncompressed."""
     _, study, pose = _mr_patient(d, "A")
     localizer(d, study, pose)
-    mr_brain(d, study, pose, "t1")
+    t1 = mr_brain(d, study, pose, "t1")
     t2 = mr_brain(d, study, pose, "t2")
     mr_brain(d, study, pose, "flair")
     mr_key_image(d, study, pose)
@@ -75,6 +75,7 @@ def site_a(d: Delivery) -> None:
     series_of_t2 = _series_of(d, t2[0])
     empty_file(d, series_of_t2)
     text_file(d, series_of_t2)
+    near_duplicate(d, t1[7], study, "jpeg")
 
     _, study, pose = _mr_patient(d, "A")
     t1 = mr_brain(d, study, pose, "t1", quality={4: "CONSTANT_IMAGE"})
@@ -87,6 +88,7 @@ def site_a(d: Delivery) -> None:
     ct_screenshot(d, study, ct[5])
     ct_raw_data(d, study)
     smiley_labelled_ct_head(d, study)
+    near_duplicate(d, ct[7], d.study(patient, "CT"), "rescale")
 
     patient, study, pose = _mr_patient(d, "A")
     mr_brain(d, study, pose, "t1")
@@ -122,10 +124,11 @@ def site_b(d: Delivery) -> None:
 
     patient, study, pose = _mr_patient(d, "B")
     mr_brain(d, study, pose, "t1")
-    mr_brain(d, study, pose, "t2")
+    t2 = mr_brain(d, study, pose, "t2")
     chest_labelled_head_mr(d, study)
     cookie_labelled_head_mr(d, study)
     nm_bone_scan(d, d.study(patient, "NM"))
+    near_duplicate(d, t2[8], d.study(patient, "MR"), "noise")
 
 
 def site_c(d: Delivery) -> None:
@@ -140,11 +143,12 @@ def site_c(d: Delivery) -> None:
     random_file(d, _series_of(d, t2[0]))
 
     _, study, pose = _mr_patient(d, "C")
-    mr_brain(d, study, pose, "t1", encoding="j2k")
+    t1 = mr_brain(d, study, pose, "t1", encoding="j2k")
     mr_too_few_slices(d, study, pose, "flair", encoding="j2k")
     enhanced_mr(d, study)
     t2 = mr_brain(d, study, pose, "t2", encoding="j2k")
     corrupt_nested_charset(d, t2[-1])
+    near_duplicate(d, t1[6], study, "crop")
 
     patient = d.patient("C")
     study = d.study(patient, "CT")
@@ -197,6 +201,7 @@ def site_d(d: Delivery) -> None:
     truncate_header(radiograph(d, leg, "tibia", "CR"))
     byte_copy(d, good_chest, "se_901")
     reuse_sop_uid(d, radiograph(d, leg, "tibia", "DX"), donor)
+    near_duplicate(d, donor, d.study(patient, "DX"), "resize")
 
 
 def _series_of(d: Delivery, item: Item) -> dcm.Series:

@@ -2,9 +2,10 @@
 scores, near- and exact-duplicate groups, clusters and a 2-D map.
 
 Reads `embeddings`, `instances` and `pixel_stats`; writes `neighbors`,
-`duplicates` and `clusters`. Everything runs as DataFrame operations: the
-k-NN in IVF partitions (jobs/knn.py), duplicate groups by label propagation
-(jobs/graph.py), k-means and PCA with Spark ML (jobs/clusters.py).
+`duplicates`, `clusters` and `cluster_makeup`. Everything runs as DataFrame
+operations: the k-NN in IVF partitions (jobs/knn.py), duplicate groups by
+label propagation (jobs/graph.py), k-means and PCA with Spark ML, UMAP fitted
+on a sample and applied with mapInPandas (jobs/clusters.py).
 """
 from __future__ import annotations
 
@@ -13,17 +14,23 @@ import time
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window, functions as F
 
-from jobs.clusters import cluster_embeddings
+from jobs.clusters import cluster_embeddings, makeup_by_dimension, umap_map, use_umap
+from jobs.config import ConfigError
 from jobs.graph import connected_components
 from jobs.knn import all_pairs_knn
 from jobs.runtime import RunContext
-from schemas.neighbors import CLUSTERS, DUPLICATES, NEIGHBORS
+from schemas.neighbors import CLUSTER_MAKEUP, CLUSTERS, DUPLICATES, NEIGHBORS
 
 
 def run(ctx: RunContext, tracker, say=print) -> dict:
     started = time.monotonic()
     settings = ctx.settings.neighbors
-    instances = ctx.store.read("instances").select("path", "series_instance_uid", "modified_at", "site", "modality")
+    try:
+        with_umap = use_umap(ctx.settings.clusters.map)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    instances = ctx.store.read("instances").select("path", "series_instance_uid", "modified_at", "site", "modality",
+                                                   "manufacturer")
     vectors = (ctx.store.read("embeddings").filter(F.col("embedding").isNotNull())
                # a non-negative 63-bit id per path (the k-NN pads with -1)
                .select(F.xxhash64("path").bitwiseAND(0x7FFFFFFFFFFFFFFF).alias("id"), "path", "sop_instance_uid",
@@ -42,8 +49,16 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
                         "duplicates", mode="overwrite")
         scored = outlier_scores(pairs, vectors, settings.outlier_iqr_fence)
         clustered = cluster_embeddings(scored, k=ctx.settings.clusters.k)
-        ctx.store.write(stamp(ctx, with_findings(clustered, ctx.settings)).select(*CLUSTERS.fieldNames()),
+        mapped = (umap_map(clustered, ctx.settings.clusters.map_sample, epochs=ctx.settings.clusters.umap_epochs)
+                  if with_umap else clustered.withColumn("umap_x", F.lit(None).cast("double"))
+                  .withColumn("umap_y", F.lit(None).cast("double")))
+        ctx.store.write(stamp(ctx, with_findings(mapped, ctx.settings)).select(*CLUSTERS.fieldNames()),
                         "clusters", mode="overwrite")
+        say(f"neighbors: wrote clusters, map {'PCA and UMAP' if with_umap else 'PCA'} "
+            f"({time.monotonic() - started:.1f} s)")
+        ctx.store.write(stamp(ctx, makeup_by_dimension(clustered)).select(*CLUSTER_MAKEUP.fieldNames()),
+                        "cluster_makeup", mode="overwrite")
+        clustered.unpersist()
         pairs.unpersist()
     finally:
         vectors.unpersist()
@@ -73,17 +88,53 @@ def with_paths(knn: DataFrame, vectors: DataFrame) -> DataFrame:
 
 def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> DataFrame:
     """Exact groups (same decoded pixels, from pixel_stats) and near groups
-    (connected components of near-duplicate pairs across series)."""
+    (connected components of near-duplicate pairs across series).
+
+    A near pair is two instances of different series within the distance
+    limit that are each other's nearest instance in the other's series. A copy
+    matches one image of a series: without that rule, adjacent slices (often
+    within the limit of each other's copies) chain a re-sent series, or an
+    exported slice and its neighbours, into one group. Identical pixels are
+    an exact group, not a near one. Blank frames (CONSTANT_IMAGE) join no near
+    group: two blanks look alike whatever they were meant to show, and they
+    are excluded for being blank already."""
     limit = ctx.settings.neighbors.near_duplicate_max_distance
     info = ctx.store.read("instances").select("path", "sop_instance_uid", "modified_at")
-    edges = (pairs.filter(~F.col("same_series") & (F.col("distance") <= limit))
-             .select(F.col("id").alias("src"), F.col("neighbor_id").alias("dst")))
+    stats = ctx.store.read("pixel_stats")
+    blank = (stats.filter(F.exists("findings", lambda f: f["code"] == "CONSTANT_IMAGE"))
+             .join(vectors.select("id", "path"), "path").select("id"))
+    hashes = stats.select("path", "pixel_hash").join(vectors.select("id", "path"), "path")
+    same_pixels = F.coalesce(F.col("_h") == F.col("_nh"), F.lit(False))   # a missing hash: not the same
+    close = (pairs.filter(~F.col("same_series") & (F.col("distance") <= limit))
+             .select("id", "neighbor_id", "distance", F.col("series_instance_uid").alias("series"),
+                     F.col("neighbor_series")))
+    # both directions: a k-NN list may hold b for a but not a for b
+    close = (close.unionByName(close.select(
+        F.col("neighbor_id").alias("id"), F.col("id").alias("neighbor_id"), "distance",
+        F.col("neighbor_series").alias("series"), F.col("series").alias("neighbor_series")))
+        .dropDuplicates(["id", "neighbor_id"])
+        .join(blank, "id", "left_anti")
+        .join(blank.withColumnRenamed("id", "neighbor_id"), "neighbor_id", "left_anti"))
+    in_series = Window.partitionBy("id", "neighbor_series").orderBy("distance", "neighbor_id")
+    best = (close.withColumn("_r", F.row_number().over(in_series)).filter("_r = 1")
+            .select("id", "neighbor_id"))
+    mutual = best.alias("a").join(best.alias("b"), (F.col("a.id") == F.col("b.neighbor_id"))
+                                  & (F.col("a.neighbor_id") == F.col("b.id")))
+    edges = (mutual.select(F.col("a.id").alias("src"), F.col("a.neighbor_id").alias("dst"))
+             .filter(F.col("src") < F.col("dst"))
+             # after the matching, so an exact copy's twin still keeps it from others
+             .join(hashes.select(F.col("id").alias("src"), F.col("pixel_hash").alias("_h")), "src", "left")
+             .join(hashes.select(F.col("id").alias("dst"), F.col("pixel_hash").alias("_nh")), "dst", "left")
+             .filter(~same_pixels)
+             .select("src", "dst")
+             # a short plan: label propagation nests it in every round's plan
+             .localCheckpoint(eager=True))
     components = connected_components(edges, edges.select(F.col("src").alias("id"))
                                       .union(edges.select("dst")).distinct())
     near = (components.join(vectors.select("id", "path"), "id")
             .select("path", F.concat(F.lit("near-"), F.col("component").cast("string")).alias("group"),
                     F.lit("near").alias("kind")))
-    exact = (ctx.store.read("pixel_stats").filter(F.col("pixel_hash").isNotNull())
+    exact = (stats.filter(F.col("pixel_hash").isNotNull())
              .select("path", F.concat(F.lit("exact-"), F.substring("pixel_hash", 1, 16)).alias("group"),
                      F.lit("exact").alias("kind")))
     members = near.unionByName(exact).join(info, "path")

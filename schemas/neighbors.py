@@ -1,6 +1,8 @@
 """Schemas of the neighbors stage: `neighbors` (k nearest per instance),
-`duplicates` (exact and near duplicate groups) and `clusters` (one row per
-embedded instance: cluster, outlier scores, 2-D map, findings)."""
+`duplicates` (exact and near duplicate groups), `clusters` (one row per
+embedded instance: cluster, outlier scores, 2-D maps, findings) and
+`cluster_makeup` (what each cluster is made of, by site, manufacturer and
+modality)."""
 from __future__ import annotations
 
 from pyspark.sql.types import (BooleanType, DoubleType, IntegerType, LongType, StringType, StructField,
@@ -42,5 +44,16 @@ CLUSTERS = StructType([
     StructField("outlier_fence", DoubleType(), True),       # Q3 + fence * IQR of the modality
     StructField("map_x", DoubleType(), True),
     StructField("map_y", DoubleType(), True),
+    StructField("umap_x", DoubleType(), True),              # UMAP map; null without umap-learn
+    StructField("umap_y", DoubleType(), True),              #   or with clusters.map = pca
     StructField("findings", FINDINGS, True),
+] + RUN_FIELDS)
+
+CLUSTER_MAKEUP = StructType([
+    StructField("cluster", IntegerType(), True),
+    StructField("cluster_size", LongType(), False),         # embedded instances in the cluster
+    StructField("dimension", StringType(), False),          # site | manufacturer | modality
+    StructField("value", StringType(), True),               # null: the attribute is missing
+    StructField("count", LongType(), False),
+    StructField("share", DoubleType(), False),              # count / cluster_size; sums to 1 per cluster and dimension
 ] + RUN_FIELDS)

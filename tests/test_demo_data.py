@@ -31,7 +31,8 @@ MINIMUMS = {code: 3 for code in INGEST_ERRORS} | {code: 2 for code in (
     "EXACT_DUPLICATE", "DUPLICATE_SOP_UID", "UNEXPECTED_MODALITY", "IRRELEVANT_CONTENT",
     "NO_PIXEL_DATA", "LOCALIZER", "SATURATED", "NOISY", "BLURRY", "LOW_DYNAMIC_RANGE",
     "CONSTANT_IMAGE", "MISSING_SLICES", "IRREGULAR_SPACING", "INCONSISTENT_ORIENTATION",
-    "TOO_FEW_SLICES", "ANATOMY_HEADER_MISMATCH", "BURNED_IN_ANNOTATION", "UNEXPECTED_ANATOMY")}
+    "TOO_FEW_SLICES", "ANATOMY_HEADER_MISMATCH", "BURNED_IN_ANNOTATION", "UNEXPECTED_ANATOMY")} | {
+    "NEAR_DUPLICATE": 4}
 REGIONS = {"head", "neck", "chest", "abdomen", "pelvis", "extremity", "whole_body", "none"}
 MNI = "nilearn:MNI152 2009a T1/GM/WM"
 
@@ -249,7 +250,7 @@ def test_mr_series_from_mni_have_consistent_geometry(delivery):
     series = defaultdict(list)
     for row in dicom_rows(delivery):
         if row["source"] == MNI and row["modality"] == "MR" and row["category"] not in (
-                "BURNED_IN_ANNOTATION", "LOCALIZER"):
+                "BURNED_IN_ANNOTATION", "LOCALIZER", "NEAR_DUPLICATE"):   # single exported images
             series[row["series_uid"]].append(pydicom.dcmread(delivery["out"] / row["path"],
                                                              stop_before_pixels=True))
     assert len(series) >= 15
@@ -312,6 +313,46 @@ def test_duplicates_point_at_earlier_objects(delivery):
         assert same_uid == ("DUPLICATE_SOP_UID" in row["reasons"]), row["path"]
         if same_pixels and same_uid:
             assert read(delivery, row["path"]) == read(delivery, original["path"])
+
+
+def _display(delivery, path: str) -> np.ndarray:
+    """The embed stage's network input of a file, as one grey 224 x 224 image."""
+    from udfs.embedding import preprocess
+
+    return preprocess(read(delivery, path))[0].ravel()
+
+
+def _similarity(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def test_near_duplicates_are_changed_copies_and_patients_differ(delivery):
+    rows = [r for r in delivery["rows"] if "NEAR_DUPLICATE" in r["reasons"]]
+    assert len({r["note"] for r in rows}) >= 4, "several kinds of change"
+    near = []
+    for row in rows:
+        original = delivery["by_path"][row["duplicate_of"]]
+        assert row["category"] == "NEAR_DUPLICATE" and not original["duplicate_of"]
+        assert row["patient_key"] == original["patient_key"]
+        assert row["series_uid"] != original["series_uid"]
+        assert row["sop_instance_uid"] != original["sop_instance_uid"]
+        if "cropped" in row["note"]:      # the copy is a window of the original's pixels
+            copy = pydicom.dcmread(delivery["out"] / row["path"]).pixel_array
+            first = pydicom.dcmread(delivery["out"] / original["path"]).pixel_array
+            h, w = copy.shape
+            assert 0 < h * w < first.size and any(
+                np.array_equal(first[y:y + h, x:x + w], copy)
+                for y in range(first.shape[0] - h + 1) for x in range(first.shape[1] - w + 1))
+            continue
+        near.append(_similarity(_display(delivery, row["path"]), _display(delivery, original["path"])))
+    # The same level of two patients' brains (same site, protocol and slice number).
+    t1 = sorted((r for r in delivery["rows"] if r["category"] == "good" and r["site"] == "site_a"
+                 and r["modality"] == "MR" and r["path"].endswith("se_002/im_0007.dcm")), key=lambda r: r["path"])
+    assert len({r["patient_key"] for r in t1}) >= 2
+    apart = _similarity(_display(delivery, t1[0]["path"]), _display(delivery, t1[1]["path"]))
+    print(f"\nnear duplicates' similarity to their originals {np.round(near, 3)}; "
+          f"two patients at the same level {apart:.3f}")
+    assert min(near) > 0.9 and apart < 0.9
 
 
 def test_planted_identifiers_are_in_the_files_and_nowhere_else(delivery):

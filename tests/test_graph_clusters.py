@@ -2,13 +2,15 @@
 clusters (jobs/clusters.py)."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from jobs.clusters import cluster_embeddings, cluster_makeup, default_k
+from jobs.clusters import (cluster_embeddings, cluster_makeup, default_k, makeup_by_dimension, umap_map,
+                           use_umap)
 from jobs.graph import ComponentsDidNotConverge, connected_components
 from udfs.outliers import knn_outlier_scores, robust_fence, robust_z, uniqueness
 
@@ -116,3 +118,43 @@ def test_cluster_makeup(clustered):
     assert totals == pytest.approx({c: 1.0 for c in totals}) and len(totals) == 3
     assert sorted(r.share for r in makeup) == [1.0, 1.0, 1.0]  # each site is exactly one cluster
     assert sorted(r["count"] for r in makeup) == [40, 40, 41]
+
+
+def test_makeup_by_dimension(clustered):
+    out, _ = clustered
+    with_vendor = out.withColumn("manufacturer", (out.id % 2).cast("string")).withColumn("modality", out.site)
+    rows = makeup_by_dimension(with_vendor).collect()
+    shares, sizes = {}, {}
+    for r in rows:
+        shares[(r.cluster, r.dimension)] = shares.get((r.cluster, r.dimension), 0) + r.share
+        sizes.setdefault(r.cluster, set()).add(r.cluster_size)
+    assert len(shares) == 9 and shares == pytest.approx({key: 1.0 for key in shares})
+    assert sorted(s for v in sizes.values() for s in v) == [40, 40, 41]
+    vendor = [r for r in rows if r.dimension == "manufacturer"]
+    assert len(vendor) == 6 and all(0.4 < r.share < 0.6 for r in vendor)   # ids alternate in every cluster
+
+
+def test_map_setting():
+    with pytest.raises(ValueError, match="clusters.map"):
+        use_umap("tsne")
+    assert use_umap("pca") is False
+    installed = importlib.util.find_spec("umap") is not None
+    assert use_umap("auto") is installed
+    if not installed:
+        with pytest.raises(ValueError, match="umap-learn"):
+            use_umap("umap")
+
+
+@pytest.mark.slow
+def test_umap_map_separates_the_clusters(clustered, spark):
+    pytest.importorskip("umap")
+    out, truth = clustered
+    mapped = umap_map(out, sample=60, epochs=50).select("id", "umap_x", "umap_y").toPandas()
+    assert len(mapped) == len(truth) and mapped[["umap_x", "umap_y"]].notna().all().all()
+    # fitted on 60 of 121 rows, every row mapped; each cluster's points sit closer
+    # to their own centre than to another cluster's
+    mapped["c"] = mapped["id"].map(truth)
+    centres = mapped.groupby("c")[["umap_x", "umap_y"]].median()
+    points = mapped[["umap_x", "umap_y"]].to_numpy()
+    nearest = np.argmin(((points[:, None, :] - centres.to_numpy()[None]) ** 2).sum(-1), axis=1)
+    assert (centres.index.to_numpy()[nearest] == mapped["c"].to_numpy()).mean() >= 0.95

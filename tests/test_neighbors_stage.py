@@ -1,16 +1,23 @@
 """The neighbors stage on the demo delivery's embeddings (real local Spark):
-exact k-NN equals brute force, duplicate groups, outliers and clusters."""
+exact k-NN equals brute force, duplicate groups (the planted near duplicates
+found), outliers, clusters, the 2-D maps and the clusters' makeup."""
 from __future__ import annotations
 
 import csv
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from pyspark.sql import functions as F
 
 from jobs.cli import main as triage
 
 pytestmark = pytest.mark.spark
+
+DEFAULTS = yaml.safe_load((Path(__file__).parents[1] / "conf" / "default.yaml").read_text())
+NEAR_LIMIT = DEFAULTS["neighbors"]["near_duplicate_max_distance"]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +61,36 @@ def test_duplicate_groups(neighbors):
     later = {r.path for r in exact.filter("NOT is_original").select("path").collect()}
     assert later == flagged, "the exact groups agree with the pixels stage's EXACT_DUPLICATE"
     near = duplicates.filter("kind = 'near'")
-    pairs = store.read("neighbors").filter("NOT same_series AND distance <= 0.01").count()
+    pairs = store.read("neighbors").filter(f"NOT same_series AND distance <= {NEAR_LIMIT}").count()
     assert (near.count() > 0) == (pairs > 0)
+
+
+def test_planted_near_duplicates_are_found(neighbors):
+    """Every planted near duplicate is in a near group with its original
+    (recall 1.0); most members of near groups are planted copies (precision)."""
+    store = neighbors.store
+    rows = truth(neighbors.delivery)
+    near = (store.read("duplicates").filter("kind = 'near'")
+            .join(store.read("instances").select("path", "relative_path"), "path")
+            .select("relative_path", "group_id", "is_original").toPandas())
+    group_of = dict(zip(near["relative_path"], near["group_id"]))
+    planted = {p: r["duplicate_of"] for p, r in rows.items() if "NEAR_DUPLICATE" in r["reasons"]}
+    assert len(planted) >= 4
+    found = {p for p, original in planted.items() if p in group_of and group_of[p] == group_of.get(original)}
+    copies = near[~near["is_original"]]
+
+    def is_copy(path: str) -> bool:      # a planted near or exact copy of a member of its group
+        row = rows[path]
+        return bool(row["duplicate_of"]) and group_of.get(row["duplicate_of"]) == group_of[path] and (
+            "NEAR_DUPLICATE" in row["reasons"] or "EXACT_DUPLICATE" in row["reasons"])
+
+    right = sum(is_copy(p) for p in copies["relative_path"])
+    precision = right / len(copies)
+    print(f"\nnear duplicates (limit {NEAR_LIMIT}): recall {len(found) / len(planted):.2f} "
+          f"({len(found)}/{len(planted)}), precision {precision:.2f} ({right}/{len(copies)} flagged "
+          f"members are planted copies); wrong: {sorted(p for p in copies['relative_path'] if not is_copy(p))}")
+    assert found == set(planted), sorted(set(planted) - found)
+    assert precision >= 0.9
 
 
 def test_outliers_and_clusters(neighbors):
@@ -63,6 +98,9 @@ def test_outliers_and_clusters(neighbors):
     clusters = store.read("clusters")
     assert clusters.count() == store.read("embeddings").filter("embedding IS NOT NULL").count()
     assert clusters.filter("map_x IS NULL OR map_y IS NULL OR cluster IS NULL").count() == 0
+    umap_rows = clusters.filter("umap_x IS NOT NULL AND umap_y IS NOT NULL").count()
+    # auto: UMAP wherever umap-learn is installed (the dev extra installs it)
+    assert umap_rows == (clusters.count() if importlib.util.find_spec("umap") else 0)
     expected = {p for p, r in truth(neighbors.delivery).items() if "IRRELEVANT_CONTENT" in r["reasons"]}
     rows = (clusters.join(store.read("instances").select("path", "relative_path"), "path")
             .select("relative_path", "findings.code", "outlier_score").collect())
@@ -72,3 +110,23 @@ def test_outliers_and_clusters(neighbors):
     assert caught >= 0.6
     makeup = (clusters.groupBy("cluster", "site").count()).toPandas()
     assert makeup["count"].sum() == clusters.count()
+
+
+def test_cluster_makeup(neighbors):
+    store = neighbors.store
+    makeup = store.read("cluster_makeup")
+    sizes = {r.cluster: r["count"] for r in store.read("clusters").groupBy("cluster").count().collect()}
+    per = (makeup.groupBy("cluster", "dimension")
+           .agg(F.sum("share").alias("shares"), F.sum("count").alias("n"), F.min("cluster_size").alias("size"),
+                F.max("cluster_size").alias("size_max"))
+           .collect())
+    assert {r.dimension for r in per} == {"site", "manufacturer", "modality"}
+    assert len(per) == 3 * len(sizes)
+    for r in per:
+        assert abs(r.shares - 1.0) < 1e-9, r
+        assert r.n == r.size == r.size_max == sizes[r.cluster], r
+    assert makeup.filter("run_id IS NULL OR computed_at IS NULL").count() == 0
+    embedded = store.read("clusters").select("path").join(store.read("instances"), "path")
+    for name in ("site", "manufacturer", "modality"):
+        values = {r[0] for r in makeup.filter(F.col("dimension") == name).select("value").distinct().collect()}
+        assert values == {r[0] for r in embedded.select(F.col(name).cast("string")).distinct().collect()}, name

@@ -49,6 +49,9 @@ CONVENTIONS = {
     "duplicates": "of two objects with the same pixels or SOPInstanceUID, the one whose path "
                   "sorts later carries EXACT_DUPLICATE / DUPLICATE_SOP_UID; duplicate_of names "
                   "the earlier one",
+    "near_duplicates": "NEAR_DUPLICATE marks an image exported again with new UIDs in another "
+                       "series and slightly changed pixels (lossy JPEG, crop, resize, rescale, "
+                       "light noise); duplicate_of names the original",
     "no_pixel_data": "objects without pixel data (SR, raw data) list only NO_PIXEL_DATA",
     "unexpected": "UNEXPECTED_MODALITY is listed on every image whose Modality is not in "
                   "expectations.modalities; UNEXPECTED_ANATOMY on CT/MR images of a region "
@@ -61,9 +64,11 @@ CONVENTIONS = {
                            "private copy of the patient ID, SR text); none occurs in a path or a "
                            "UID (UIDs never hold a date-like digit run), so outputs can be searched "
                            "for them as plain substrings",
-    "not_planted": "NEAR_DUPLICATE, EMBEDDING_OUTLIER, CLUSTER_OUTLIER, PHI_PRESENT and the "
-                   "*_OUT_OF_RANGE codes are not planted; MR series of different patients are "
-                   "made from the same template brain, so they look alike by construction",
+    "not_planted": "EMBEDDING_OUTLIER, CLUSTER_OUTLIER, PHI_PRESENT and the *_OUT_OF_RANGE "
+                   "codes are not planted; each patient's anatomy is the source image (template "
+                   "brain, CT slice, radiograph) deformed, scaled and posed its own way, so "
+                   "different patients are not near duplicates; a screen capture with burned-in "
+                   "text is not labelled a near duplicate of its slice",
 }
 
 # Header attributes whose values are planted identifiers (schema: privacy.hash_keywords).

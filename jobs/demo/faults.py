@@ -92,6 +92,109 @@ def reuse_sop_uid(d: Delivery, victim: Item, donor: Item) -> Item:
     return victim
 
 
+# Near duplicates: the same image exported again with slightly different pixels.
+NEAR_CHANGES = {
+    "jpeg": "re-exported as an 8-bit JPEG (lossy, quality 90) Secondary Capture",
+    "crop": "re-exported with its border cropped (a few per cent per side)",
+    "resize": "re-exported resized to 80 %",
+    "rescale": "re-exported with another rescale intercept and window (same HU)",
+    "noise": "re-exported after re-processing that left light noise (0.5 % of the signal)",
+}
+
+
+def near_duplicate(d: Delivery, original: Item, study: dcm.Study, change: str) -> Item:
+    """NEAR_DUPLICATE: the same image exported again by a workstation or PACS
+    with new UIDs in another series, and pixels that are no longer identical:
+    `change` is one of NEAR_CHANGES. Cross-sectional images become Secondary
+    Captures (no position: an export of one slice, not a series); radiographs
+    keep their SOP class."""
+    ds = original.dataset
+    stored = ds.pixel_array
+    rng = d.rng("near-duplicate", original.path)
+    radiograph = ds.Modality in ("CR", "DX")
+    scanner = Scanner(ds.Modality, ds.Manufacturer, ds.ManufacturerModelName, "PACSEXPORT", "3.1",
+                      ds.DeviceSerialNumber)
+    series = d.series(study, ds.Modality, f"{ds.SeriesDescription} (export)", scanner,
+                      body_part=str(ds.get("BodyPartExamined", "")))
+    sop_class = ds.SOPClassUID if radiograph else dcm.SECONDARY_CAPTURE
+    export = dcm.new_instance(series, sop_class, d.sop_uid(series, 1), 1, image_type=["DERIVED", "SECONDARY"])
+    if not radiograph:
+        export.ConversionType = "WSD"
+        export.BurnedInAnnotation = "NO"
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "ViewPosition", "KVP", "PresentationIntentType",
+                    "RescaleIntercept", "RescaleSlope", "RescaleType", "PixelPaddingValue",
+                    "WindowCenter", "WindowWidth"):
+        if keyword in ds:
+            export[keyword] = ds[keyword]
+    photometric = ds.PhotometricInterpretation
+    if change == "jpeg":            # display values now: no rescale, no window
+        for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "PixelPaddingValue",
+                        "WindowCenter", "WindowWidth"):
+            if keyword in export:
+                delattr(export, keyword)
+        _set_jpeg(export, _window8(ds, stored), quality=90)
+    else:
+        if change == "crop":
+            h, w = stored.shape
+            top, bottom, left, right = (int(round(n * f)) for n, f in
+                                        zip((h, h, w, w), rng.uniform(0.02, 0.06, size=4)))
+            pixels = stored[top:h - bottom, left:w - right]
+        elif change == "resize":
+            pixels = imaging.resize(stored, 0.8)
+            export.PixelSpacing = [f"{float(v) / 0.8:.6g}" for v in ds.PixelSpacing]
+            if "ImagerPixelSpacing" in ds:
+                export.ImagerPixelSpacing = [f"{float(v) / 0.8:.6g}" for v in ds.ImagerPixelSpacing]
+        elif change == "rescale":
+            shift = 24                      # intercept -1024 -> -1000, stored values moved along
+            padding = stored == ds.PixelPaddingValue if "PixelPaddingValue" in ds else False
+            pixels = np.where(padding, stored, stored - shift).astype(stored.dtype)
+            export.RescaleIntercept = f"{float(ds.RescaleIntercept) + shift:.0f}"
+            dcm.set_window(export, float(ds.WindowCenter) - 5, float(ds.WindowWidth) * 1.15)
+        elif change == "noise":
+            pixels = imaging.add_noise(stored, rng, 0.005, 2 ** int(ds.BitsStored) - 1)
+        else:
+            raise KeyError(change)
+        dcm.set_pixels(export, pixels, photometric=photometric, bits_stored=int(ds.BitsStored))
+    item = d.add_dicom(export, series, 1, true_region=original.true_region, source=original.source,
+                       category="NEAR_DUPLICATE", reasons=("NEAR_DUPLICATE",), note=NEAR_CHANGES[change])
+    item.duplicate_of = original.path
+    return item
+
+
+def _window8(ds: Dataset, stored: np.ndarray) -> np.ndarray:
+    """8-bit display image of a grey dataset: its window (else p0.5-p99.5), MONOCHROME1 inverted."""
+    values = stored * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+    if "WindowCenter" in ds:
+        center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+        lo, hi = center - width / 2, center + width / 2
+    else:
+        lo, hi = np.percentile(values, [0.5, 99.5])
+    grey = np.clip((values - lo) / max(hi - lo, 1e-6), 0, 1)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        grey = 1 - grey
+    return np.rint(grey * 255).astype(np.uint8)
+
+
+def _set_jpeg(ds: Dataset, grey: np.ndarray, quality: int) -> None:
+    """8-bit grey pixels stored as one JPEG baseline frame (Pillow's encoder)."""
+    import io
+
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="JPEG", quality=quality)
+    dcm.set_pixels(ds, grey)
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = f"{grey.size / len(buffer.getvalue()):.2f}"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+
+
 # --------------------------------------------------------------------------
 # Objects that cannot be read (ingest errors)
 

@@ -82,28 +82,65 @@ def plane_stack(plane: str, center, rows: int, cols: int, pixel_spacing: float,
 
 @dataclass(frozen=True)
 class HeadPose:
-    """Where one patient's head sits in the scanner: MNI RAS mm -> patient LPS mm.
+    """One patient's head and where it sits in the scanner: MNI RAS mm -> patient LPS mm.
 
-    p_LPS = F (scale * R p_RAS) + shift, with F = diag(-1, -1, 1).
+    p_LPS = F R (scale * p_RAS) + shift, with F = diag(-1, -1, 1) and `scale`
+    per RAS axis (head width, length, height). `warp` makes the anatomy the
+    patient's own: a smooth displacement of the template (see `Warp`), and
+    `gamma` changes the grey / white matter contrast a little. Without them
+    every patient's brain would be the template's, and slices of different
+    patients at the same level would look like near duplicates.
     """
 
     rot: np.ndarray
-    scale: float
+    scale: np.ndarray
     shift: np.ndarray
+    warp: "Warp | None" = None
+    gamma: float = 1.0
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> "HeadPose":
         angles = rng.uniform(-6, 6, size=3)
-        return cls(rotation(*angles), float(rng.uniform(0.93, 1.07)),
-                   np.array([rng.uniform(-6, 6), rng.uniform(-8, 8), rng.uniform(-20, 20)]))
+        scale = rng.uniform(0.93, 1.07) * rng.uniform(0.95, 1.05, size=3)
+        shift = np.array([rng.uniform(-6, 6), rng.uniform(-8, 8), rng.uniform(-20, 20)])
+        warp = Warp.random(rng, dims=3, amplitude=5.0, wavelength=(50, 110))
+        return cls(rotation(*angles), scale, shift, warp, float(rng.uniform(0.8, 1.25)))
 
     def to_patient(self, ras: np.ndarray) -> np.ndarray:
-        return FLIP * (self.scale * (self.rot @ np.asarray(ras, float))) + self.shift
+        return FLIP * (self.rot @ (self.scale * np.asarray(ras, float))) + self.shift
 
     def to_ras(self, lps: np.ndarray) -> np.ndarray:
-        """(..., 3) patient LPS points -> MNI RAS points."""
+        """(..., 3) patient LPS points -> MNI RAS points (before the warp)."""
         local = (lps - self.shift) * FLIP
         return local @ self.rot / self.scale  # row vectors: R^T applied
+
+
+@dataclass(frozen=True)
+class Warp:
+    """A smooth random displacement: the sum of a few plane waves,
+    u(p) = sum_k a_k sin(2 pi f_k . p + phase_k), in the units of p (mm or pixels).
+    With amplitude x 2 pi / wavelength well below 1 it folds nothing; it
+    bends and stretches anatomy like one person's differs from another's."""
+
+    amplitudes: np.ndarray      # (modes, dims)
+    frequencies: np.ndarray     # (modes, dims), cycles per unit
+    phases: np.ndarray          # (modes,)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, dims: int, amplitude: float,
+               wavelength: tuple[float, float], modes: int = 4) -> "Warp":
+        directions = rng.normal(size=(modes, dims))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        frequencies = directions / rng.uniform(*wavelength, size=(modes, 1))
+        amplitudes = rng.normal(size=(modes, dims)) * amplitude / math.sqrt(modes * dims)
+        return cls(amplitudes, frequencies, rng.uniform(0, 2 * math.pi, size=modes))
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """(dims, ...) points -> (dims, ...) displacements."""
+        shape = points.shape
+        flat = points.reshape(shape[0], -1)
+        waves = np.sin(2 * math.pi * (self.frequencies @ flat) + self.phases[:, None])
+        return (self.amplitudes.T @ waves).reshape(shape).astype(points.dtype)
 
 
 FLIP = np.array([-1.0, -1.0, 1.0])
@@ -175,24 +212,29 @@ def _shell_lut(d: np.ndarray, values: tuple[float, ...]) -> np.ndarray:
 
 
 def sample_head(contrast: str, stack: Stack, pose: HeadPose) -> np.ndarray:
-    """(slices, rows, cols) float intensities of the head seen through `stack`."""
+    """(slices, rows, cols) float intensities of the patient's head seen through `stack`."""
     volume = head_contrasts()[contrast]
     origin = sources.mni_maps()["affine"][:3, 3]
 
     def to_voxel_axis(lps_vector: np.ndarray) -> np.ndarray:
         return pose.rot.T @ (FLIP * lps_vector) / pose.scale
 
-    # Output index (row, column) -> MNI voxel is affine: one C-level resampling per slice.
+    # Output index (row, column) -> MNI voxel is affine, plus the patient's warp (1 mm voxels).
     matrix = np.column_stack([to_voxel_axis(stack.pixel_spacing * stack.col_dir),
-                              to_voxel_axis(stack.pixel_spacing * stack.row_dir),
-                              to_voxel_axis(stack.normal)])
+                              to_voxel_axis(stack.pixel_spacing * stack.row_dir)])
+    grid = np.mgrid[0:stack.rows, 0:stack.cols].reshape(2, -1).astype(np.float32)
     slices = []
     for offset in stack.offsets:
         start = pose.to_ras(stack.position(offset)) - origin
-        values = ndi.affine_transform(volume, matrix, offset=start, order=1, mode="constant",
-                                      cval=0.0, output_shape=(stack.rows, stack.cols, 1))
-        slices.append(values[..., 0])
-    return np.stack(slices)
+        voxels = (matrix.astype(np.float32) @ grid) + start.astype(np.float32)[:, None]
+        if pose.warp is not None:
+            voxels += pose.warp(voxels)
+        values = ndi.map_coordinates(volume, voxels, order=1, mode="constant", cval=0.0)
+        slices.append(values.reshape(stack.rows, stack.cols))
+    values = np.stack(slices)
+    if pose.gamma != 1.0:   # the patient's own tissue contrast (700 ~ bright white matter)
+        values = np.float32(700.0) * (np.maximum(values, 0) / np.float32(700.0)) ** np.float32(pose.gamma)
+    return values
 
 
 def mr_signal(values: np.ndarray, rng: np.random.Generator, *, gain: float,
@@ -235,24 +277,38 @@ def ct_head_slices(offsets_mm, rng: np.random.Generator, *, radius_mm: float = 8
 
     There is one real slice; the others are that slice shrunk about the head's
     centre as an ellipsoid's cross-section shrinks away from its widest level
-    (scale sqrt(1 - (dz/R)^2)), then turned and shifted a little per patient,
-    with quantum noise of `noise_hu`.
+    (scale sqrt(1 - (dz/R)^2)). Each patient's head gets its own width and
+    length (+-7 %), a smooth warp, a small turn and shift, and quantum noise
+    of `noise_hu`.
     """
     hu, fov = _ct_head_reference()
     center = np.array(ndi.center_of_mass(hu > -500))
     angle = math.radians(rng.uniform(-6, 6))
     shift = rng.uniform(-6, 6, size=2)
+    shape = np.diag(1.0 / rng.uniform(0.93, 1.07, size=2))
+    warp = Warp.random(rng, dims=2, amplitude=5.0, wavelength=(60, 140))
+    turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     slices = []
     for dz in offsets_mm:
         scale = math.sqrt(max(0.35, 1.0 - (dz / radius_mm) ** 2)) * rng.uniform(0.995, 1.005)
-        turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-        matrix = turn / scale
+        matrix = turn @ shape / scale
         offset = center - matrix @ (center + shift)
-        moved = ndi.affine_transform(hu, matrix, offset=offset, order=1, cval=-1000.0)
+        moved = resample(hu, matrix, offset, warp, cval=-1000.0)
         moved += rng.normal(0, noise_hu, moved.shape)
         stored = np.clip(np.rint(moved + 1024), 0, 4095)
         slices.append(np.where(fov, stored, CT_PADDING).astype(np.int16))
     return np.stack(slices)
+
+
+def resample(image: np.ndarray, matrix: np.ndarray, offset: np.ndarray, warp: Warp | None = None,
+             mode: str = "constant", cval: float = 0.0) -> np.ndarray:
+    """ndi.affine_transform(image, matrix, offset) with a smooth `warp` (in input
+    pixels) added to the sampling positions; bilinear."""
+    grid = np.mgrid[0:image.shape[0], 0:image.shape[1]].reshape(2, -1).astype(np.float64)
+    points = matrix @ grid + np.asarray(offset, float)[:, None]
+    if warp is not None:
+        points += warp(points)
+    return ndi.map_coordinates(image, points, order=1, mode=mode, cval=cval).reshape(image.shape)
 
 
 def ct_chest_slices(count: int, rng: np.random.Generator, noise_hu: float = 8.0) -> np.ndarray:
@@ -301,7 +357,8 @@ def _radiograph_base(kind: str) -> np.ndarray:
 
 def radiograph(kind: str, rng: np.random.Generator, *, max_value: int,
                invert: bool = False, source_max: float | None = None) -> np.ndarray:
-    """One patient's version of a real radiograph: small turn and shift, gain, noise.
+    """One patient's version of a real radiograph: the patient's build (width and
+    height +-8 %, a smooth warp), small turn and shift, exposure curve, gain, noise.
 
     `invert` flips MONOCHROME1 data to MONOCHROME2 (source_max is the source's
     largest stored value). Output uint16 within [0, max_value].
@@ -313,8 +370,12 @@ def radiograph(kind: str, rng: np.random.Generator, *, max_value: int,
     center = np.array(image.shape) / 2
     angle = math.radians(rng.uniform(-2.5, 2.5))
     turn = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    offset = center - turn @ (center + rng.uniform(-8, 8, size=2))
-    image = ndi.affine_transform(image, turn, offset=offset, order=1, mode="nearest")
+    matrix = turn @ np.diag(1.0 / rng.uniform(0.92, 1.08, size=2))    # the patient's build
+    offset = center - matrix @ (center + rng.uniform(-8, 8, size=2))
+    warp = Warp.random(rng, dims=2, amplitude=6.0, wavelength=(80, 200))
+    image = resample(image, matrix, offset, warp, mode="nearest")
+    exposure = rng.uniform(0.8, 1.25)                                   # film-screen response
+    image = max_value * (np.clip(image, 0, None) / max_value) ** exposure
     image = image * rng.uniform(0.9, 1.05) + rng.normal(0, max_value * 0.004, image.shape)
     return np.clip(np.rint(image), 0, max_value).astype(np.uint16)
 
@@ -355,6 +416,11 @@ def low_dynamic_range(image: np.ndarray, rng: np.random.Generator, factor: float
     median = float(np.median(a))
     squeezed = median + (a - median) * factor + rng.normal(0, noise, a.shape)
     return _like(squeezed, image)
+
+
+def resize(image: np.ndarray, factor: float) -> np.ndarray:
+    """The image scaled by `factor` (bilinear), same dtype."""
+    return _like(ndi.zoom(image.astype(np.float64), factor, order=1), image)
 
 
 def constant(image: np.ndarray, value: int) -> np.ndarray:
