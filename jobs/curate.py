@@ -42,13 +42,13 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     try:
         evidence = found.unionByName(series_exclusions(objects, found, ctx.settings.curate))
         inclusion = decide(objects, evidence, instance_scores(store), ctx.settings.review_queue)
-        store.write(stamp(ctx, inclusion).select(*INCLUSION.fieldNames()), "inclusion", mode="overwrite")
+        store.write(ctx.stamp(inclusion, INCLUSION), "inclusion", mode="overwrite")
     finally:
         found.unpersist()
         objects.unpersist()
     say(f"curate: wrote inclusion ({time.monotonic() - started:.1f} s)")
     queue = review_queue(ctx, store.read("inclusion"))
-    store.write(stamp(ctx, queue).select(*REVIEW_QUEUE.fieldNames()), "review_queue", mode="overwrite")
+    store.write(ctx.stamp(queue, REVIEW_QUEUE), "review_queue", mode="overwrite")
     counts = decision_counts(store.read("inclusion"))
     counts["review_queue"] = store.read("review_queue").count()
     counts["seconds"] = round(time.monotonic() - started, 2)
@@ -56,9 +56,6 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     tracker.metrics({f"curate.{k}": v for k, v in counts.items()})
     return counts
 
-
-def stamp(ctx: RunContext, df: DataFrame) -> DataFrame:
-    return df.withColumn("run_id", F.lit(ctx.run_id)).withColumn("computed_at", F.lit(ctx.started_at))
 
 
 # -- what was listed ----------------------------------------------------------

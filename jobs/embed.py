@@ -29,9 +29,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         f"(batch {ctx.settings.embed.batch_size}, device {ctx.settings.embed.device})")
     embedded = embed(ctx, targets, count)
     keys = ctx.store.read("instances").select("path", "series_instance_uid", "site", "modality")
-    table = (embedded.join(keys, "path", "left")
-             .withColumn("run_id", F.lit(ctx.run_id)).withColumn("computed_at", F.lit(ctx.started_at))
-             .select(*EMBEDDINGS.fieldNames()))
+    table = ctx.stamp(embedded.join(keys, "path", "left"), EMBEDDINGS)
     previous = ctx.spark.conf.get(ARROW_BATCH, None)
     ctx.spark.conf.set(ARROW_BATCH, str(ctx.settings.embed.arrow_batch_rows))  # images, not rows of numbers
     try:

@@ -43,20 +43,20 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         knn = all_pairs_knn(vectors.select("id", "vector"), k=settings.k, lists=settings.lists,
                             overlap=settings.overlap, max_block=settings.max_block, exact=settings.exact)
         pairs = with_paths(knn, vectors).persist(StorageLevel.MEMORY_AND_DISK)
-        ctx.store.write(stamp(ctx, pairs).select(*NEIGHBORS.fieldNames()), "neighbors", mode="overwrite")
+        ctx.store.write(ctx.stamp(pairs, NEIGHBORS), "neighbors", mode="overwrite")
         say(f"neighbors: wrote neighbors ({time.monotonic() - started:.1f} s)")
-        ctx.store.write(stamp(ctx, duplicate_groups(ctx, pairs, vectors)).select(*DUPLICATES.fieldNames()),
+        ctx.store.write(ctx.stamp(duplicate_groups(ctx, pairs, vectors), DUPLICATES),
                         "duplicates", mode="overwrite")
         scored = outlier_scores(pairs, vectors, settings.outlier_iqr_fence)
         clustered = cluster_embeddings(scored, k=ctx.settings.clusters.k)
         mapped = (umap_map(clustered, ctx.settings.clusters.map_sample, epochs=ctx.settings.clusters.umap_epochs)
                   if with_umap else clustered.withColumn("umap_x", F.lit(None).cast("double"))
                   .withColumn("umap_y", F.lit(None).cast("double")))
-        ctx.store.write(stamp(ctx, with_findings(mapped, ctx.settings)).select(*CLUSTERS.fieldNames()),
+        ctx.store.write(ctx.stamp(with_findings(mapped, ctx.settings), CLUSTERS),
                         "clusters", mode="overwrite")
         say(f"neighbors: wrote clusters, map {'PCA and UMAP' if with_umap else 'PCA'} "
             f"({time.monotonic() - started:.1f} s)")
-        ctx.store.write(stamp(ctx, makeup_by_dimension(clustered)).select(*CLUSTER_MAKEUP.fieldNames()),
+        ctx.store.write(ctx.stamp(makeup_by_dimension(clustered), CLUSTER_MAKEUP),
                         "cluster_makeup", mode="overwrite")
         clustered.unpersist()
         pairs.unpersist()
@@ -70,9 +70,6 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     tracker.metrics({f"neighbors.{k}": v for k, v in counts.items()})
     return counts
 
-
-def stamp(ctx: RunContext, df: DataFrame) -> DataFrame:
-    return df.withColumn("run_id", F.lit(ctx.run_id)).withColumn("computed_at", F.lit(ctx.started_at))
 
 
 def with_paths(knn: DataFrame, vectors: DataFrame) -> DataFrame:

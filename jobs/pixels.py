@@ -38,8 +38,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     measured = measure(ctx, instances, count).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         stats = with_findings(measured, instances, settings)
-        stats = stats.withColumn("run_id", F.lit(ctx.run_id)).withColumn(
-            "computed_at", F.lit(ctx.started_at)).select(*PIXEL_STATS.fieldNames())
+        stats = ctx.stamp(stats, PIXEL_STATS)
         ctx.store.write(stats, PIXEL_STATS_TABLE, mode="overwrite")
         say(f"pixels: wrote {PIXEL_STATS_TABLE} ({time.monotonic() - started:.1f} s); describing series")
         series = series_table(ctx, instances, ctx.store.read(PIXEL_STATS_TABLE))

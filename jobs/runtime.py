@@ -89,6 +89,12 @@ class RunContext:
         except ValueError as exc:  # backend / output combinations that cannot work
             raise ConfigError(str(exc)) from None
 
+    def stamp(self, df, schema):
+        """`df` with this run's `run_id` and `computed_at`, in the columns of `schema`."""
+        from pyspark.sql import functions as F
+        return (df.withColumn("run_id", F.lit(self.run_id)).withColumn("computed_at", F.lit(self.started_at))
+                .select(*schema.fieldNames()))
+
     @property
     def storage_options(self) -> dict:
         return dict(self.settings.storage.options or {})
