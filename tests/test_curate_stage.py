@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from jobs.cli import main as triage
+from jobs.config import load_settings
 
 pytestmark = pytest.mark.spark
 
@@ -121,6 +122,30 @@ def test_recurate_with_other_settings_needs_no_earlier_stage(full_pipeline, incl
         again = store.read("inclusion").filter(F.col("path").isin(list(noisy["path"]))).toPandas()
         assert set(again["decision"]) <= {"include", "review"}
         assert {name: store.version(name) for name in earlier} == versions
+    finally:
+        assert triage(["curate", *full_pipeline.args, "--set", "mlflow.enabled=false"]) == 0
+
+
+def test_phi_present_when_the_delivery_is_declared_deidentified(full_pipeline, inclusion):
+    store = full_pipeline.store
+    assert not any("PHI_PRESENT" in r for r in inclusion["reasons"])  # not declared: no finding
+    carrying = {r.path for r in store.read("instances").filter(F.size("identifiers_present") > 0)
+                .select("path").collect()}
+    assert carrying
+    try:
+        assert triage(["curate", *full_pipeline.args, "--set", "privacy.declared_deidentified=true",
+                       "--set", "mlflow.enabled=false"]) == 0
+        declared = store.read("inclusion").toPandas()
+        flagged = {p for p, r in zip(declared["path"], declared["reasons"]) if "PHI_PRESENT" in r}
+        assert flagged == carrying
+        assert (declared[declared["path"].isin(flagged)]["decision"] == "exclude").all()
+        evidence = [e for ev in declared["evidence"] for e in ev if e["code"] == "PHI_PRESENT"]
+        # the evidence names the attributes, never their values
+        keywords = set(load_settings().privacy.hash_keywords)
+        prefix = "identifiers present in a delivery declared de-identified: "
+        for item in evidence:
+            assert item["detail"].startswith(prefix)
+            assert set(item["detail"][len(prefix):].split(", ")) <= keywords
     finally:
         assert triage(["curate", *full_pipeline.args, "--set", "mlflow.enabled=false"]) == 0
 
