@@ -273,7 +273,11 @@ def decision_counts(inclusion: DataFrame) -> dict:
 
 
 def top_reasons(inclusion: DataFrame, limit: int = 5) -> list[tuple[str, int]]:
-    """The most frequent reasons among objects not included: [(code, objects)]."""
-    rows = (inclusion.filter(F.col("decision") != "include").select(F.explode("reasons").alias("code"))
-            .groupBy("code").count().orderBy(F.desc("count"), "code").limit(limit).collect())
+    """The codes that most often decided against keeping an object (severity
+    exclude or review; annotations left out): [(code, objects)]."""
+    deciding = (inclusion.filter(F.col("decision") != "include")
+                .select("path", F.explode("evidence").alias("e"))
+                .filter(F.col("e.severity") != "annotate")
+                .select("path", F.col("e.code").alias("code")).distinct())
+    rows = deciding.groupBy("code").count().orderBy(F.desc("count"), "code").limit(limit).collect()
     return [(r.code, r["count"]) for r in rows]

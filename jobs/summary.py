@@ -98,6 +98,6 @@ def decision_lines(store, counts: dict) -> list[str]:
              f"(review queue: {counts.get('review_queue', 0)} entries, table review_queue)"]
     reasons = top_reasons(store.read("inclusion"))
     if reasons:
-        lines.append("top reasons (objects not kept):")
+        lines.append("top reasons (objects excluded or sent to review):")
         lines += ["  " + l for l in format_table(["reason", "objects"], [list(r) for r in reasons])]
     return lines
