@@ -25,6 +25,15 @@ STAGES: list[tuple[str, str, str | None]] = [
     ("report", "HTML report", None),
 ]
 DEFAULT_DEMO_DELIVERY = "demo-delivery"
+# `triage annotate ACTION`: each is jobs/annotate_<action>.py's run().
+ANNOTATE_ACTIONS = {
+    "plan": "split the included instances into annotator batches with an overlap share "
+            "(table annotation_assignments)",
+    "import": "read and validate returned annotations (tables labels, label_errors)",
+    "agreement": "agreement per batch, annotator pair and annotator; drift; consensus",
+    "next": "choose the next instances to label (uncertainty with diversity) and list "
+            "predictions safe to accept",
+}
 
 
 class NotBuilt(Exception):
@@ -59,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common(commands.add_parser("train-anatomy", help="train the anatomy classifier on the embeddings "
                                 "(verified labels from anatomy.labels, else weak labels from headers) "
                                 "and register it in MLflow"))
+    annotate = commands.add_parser("annotate", help="annotation tools: plan batches, import labels, "
+                                   "measure agreement and drift, choose what to label next")
+    _common(annotate)
+    actions = annotate.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, summary in ANNOTATE_ACTIONS.items():
+        sub = actions.add_parser(action, help=summary)
+        _common(sub)
+        if action == "import":
+            sub.add_argument("labels", nargs="?", default=None,
+                             help="annotations to import (setting `annotate.labels`)")
     sql = commands.add_parser("sql", help="run Spark SQL with every result table registered by name")
     _common(sql)
     sql.add_argument("query")
@@ -71,6 +90,8 @@ def settings_from(args: argparse.Namespace, extra: list[str] | None = None):
     for key in ("input", "output"):
         if getattr(args, key, None) is not None:
             overrides.append(f"{key}={getattr(args, key)}")
+    if getattr(args, "labels", None) is not None:
+        overrides.append(f"annotate.labels={args.labels}")
     overrides += extra or []
     conf_files = getattr(args, "conf", []) or []
     return load_settings(conf_files, overrides, read_text=_read_conf)
@@ -114,6 +135,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _sql(settings, args.query, args.limit)
     if args.command == "train-anatomy":
         return _train_anatomy(settings)
+    if args.command == "annotate":
+        return _annotate(settings, args.action)
     if args.command == "run":
         return _run_stages(settings, [name for name, _, _ in STAGES], "run")
     return _run_stages(settings, [args.command], args.command)
@@ -217,6 +240,20 @@ def _train_anatomy(settings) -> int:
     with tracked_run(settings, ctx.run_id, "train-anatomy") as tracker:
         _, uri = anatomy.train(ctx, tracker)
     print(f"train-anatomy: model {uri or 'not registered (mlflow.enabled is false)'}")
+    return 0
+
+
+def _annotate(settings, action: str) -> int:
+    import importlib
+    from jobs.runtime import RunContext
+    from jobs.tracking import tracked_run
+
+    module = importlib.import_module(f"jobs.annotate_{action}")
+    from jobs import preflight
+    ctx = RunContext.create(settings)
+    preflight.check_output(settings.output, settings.storage.options)
+    with _output_lock(settings, ctx.run_id), tracked_run(settings, ctx.run_id, f"annotate {action}") as tracker:
+        module.run(ctx, tracker)
     return 0
 
 

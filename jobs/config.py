@@ -128,6 +128,19 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "review_queue.weights.severity": lambda v: None if v >= 0 else "must be >= 0",
     "review_queue.uncertain_include_min": lambda v: None if 0 <= v <= 1 else "must be between 0 and 1",
     "review_queue.max_cluster_share": lambda v: None if 0 < v <= 1 else "must be > 0 and <= 1",
+    "annotate.batch_size": _positive,
+    "annotate.overlap_fraction": lambda v: None if 0 <= v <= 1 else "must be between 0 and 1",
+    "annotate.label_kind": _one_of("nominal", "ordinal"),
+    "annotate.kappa_weights": _one_of("none", "linear", "quadratic"),
+    "annotate.box_match_iou": lambda v: None if 0 < v <= 1 else "must be > 0 and <= 1",
+    "annotate.drift.disagreement_max": lambda v: None if 0 <= v <= 1 else "must be between 0 and 1",
+    "annotate.drift.box_size_bias_max": lambda v: None if v >= 0 else "must be >= 0",
+    "annotate.drift.min_items": _positive,
+    "annotate.drift.worst_items": lambda v: None if v >= 0 else "must be >= 0",
+    "annotate.next.size": _positive,
+    "annotate.next.uncertainty": _one_of("least_confidence", "margin", "entropy"),
+    "annotate.next.candidate_pool": _positive,
+    "annotate.next.accept_confidence": lambda v: None if 0 < v <= 1 else "must be > 0 and <= 1",
 }
 # What a reason does to an object (schemas/curate.py SEVERITIES).
 RULES.update({f"curate.severity.{code}": _one_of("exclude", "review", "annotate")

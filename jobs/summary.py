@@ -6,7 +6,10 @@ from pyspark.sql import DataFrame, functions as F
 
 # The output contract's table names (DESIGN.md), in pipeline order.
 TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embeddings", "anatomy",
-          "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue"]
+          "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue",
+          # written by `triage annotate ...`
+          "annotation_assignments", "labels", "label_errors", "annotation_agreement", "annotator_agreement",
+          "annotator_drift", "consensus", "label_next", "accept_predictions"]
 
 
 def register_tables(ctx) -> list[str]:
