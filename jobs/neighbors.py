@@ -47,7 +47,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         say(f"neighbors: wrote neighbors ({time.monotonic() - started:.1f} s)")
         ctx.store.write(ctx.stamp(duplicate_groups(ctx, pairs, vectors), DUPLICATES),
                         "duplicates", mode="overwrite")
-        scored = outlier_scores(pairs, vectors, settings.outlier_iqr_fence)
+        scored = outlier_scores(pairs, vectors, settings.outlier_iqr_fence, settings.outlier_min_group)
         clustered = cluster_embeddings(scored, k=ctx.settings.clusters.k)
         mapped = (umap_map(clustered, ctx.settings.clusters.map_sample, epochs=ctx.settings.clusters.umap_epochs)
                   if with_umap else clustered.withColumn("umap_x", F.lit(None).cast("double"))
@@ -145,18 +145,24 @@ def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> D
             .withColumn("group_id", F.concat_ws(":", "kind", F.substring(F.sha2("original_path", 256), 1, 16))))
 
 
-def outlier_scores(pairs: DataFrame, vectors: DataFrame, fence: float) -> DataFrame:
-    """cleanlab's k-NN outlier score and Datalab's fence, within each modality."""
+def outlier_scores(pairs: DataFrame, vectors: DataFrame, fence: float, min_group: int) -> DataFrame:
+    """cleanlab's k-NN outlier score and Datalab's fence, within each modality.
+    A modality with fewer than `min_group` instances is measured against the
+    whole delivery: two secondary captures are each other's "typical" case,
+    and a fence needs more points than that."""
     per_instance = pairs.groupBy("id").agg(F.avg("distance").alias("knn_mean_distance"),
                                           F.min("distance").alias("nearest_distance"))
     scored = vectors.join(per_instance, "id", "left")
     modality = F.coalesce("modality", F.lit(""))
-    stats = scored.groupBy(modality.alias("_m")).agg(
-        F.percentile_approx("knn_mean_distance", [0.25, 0.5, 0.75], 10000).alias("_q"))
-    return (scored.join(stats, modality == F.col("_m"), "left")
+    quartiles = F.percentile_approx("knn_mean_distance", [0.25, 0.5, 0.75], 10000)
+    by_modality = scored.groupBy(modality.alias("_m")).agg(quartiles.alias("_mq"), F.count("*").alias("_n"))
+    overall = scored.agg(quartiles.alias("_aq"))
+    q = F.when(F.col("_n") >= min_group, F.col("_mq")).otherwise(F.col("_aq"))
+    return (scored.join(by_modality, modality == F.col("_m"), "left").crossJoin(F.broadcast(overall))
+            .withColumn("_q", q)
             .withColumn("outlier_score", F.exp(-F.col("knn_mean_distance") / F.greatest(F.col("_q")[1], F.lit(1e-9))))
             .withColumn("outlier_fence", F.col("_q")[2] + fence * (F.col("_q")[2] - F.col("_q")[0]))
-            .drop("_m", "_q"))
+            .drop("_m", "_mq", "_n", "_aq", "_q"))
 
 
 def with_findings(clustered: DataFrame, settings) -> DataFrame:
@@ -165,7 +171,8 @@ def with_findings(clustered: DataFrame, settings) -> DataFrame:
         F.col("knn_mean_distance") > F.col("outlier_fence"),
         F.struct(F.lit("EMBEDDING_OUTLIER").alias("code"), F.col("knn_mean_distance").alias("score"),
                  F.col("outlier_fence").alias("threshold"),
-                 F.lit("mean distance to the k nearest above Q3 + fence x IQR of the modality").alias("detail")))
+                 F.lit("mean distance to the k nearest above Q3 + fence x IQR of the modality "
+                       "(of the delivery for rare modalities)").alias("detail")))
     cluster_outlier = F.when(
         F.col("cluster_z") > z,
         F.struct(F.lit("CLUSTER_OUTLIER").alias("code"), F.col("cluster_z").alias("score"),

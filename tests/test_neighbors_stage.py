@@ -107,7 +107,7 @@ def test_outliers_and_clusters(neighbors):
     outliers = {r.relative_path for r in rows if "EMBEDDING_OUTLIER" in r.code or "CLUSTER_OUTLIER" in r.code}
     caught = len(expected & outliers) / len(expected)
     print(f"\nirrelevant images caught by the outlier findings: {caught:.2f} ({len(outliers)} flagged)")
-    assert caught >= 0.6
+    assert caught == 1.0, sorted(expected - outliers)
     makeup = (clusters.groupBy("cluster", "site").count()).toPandas()
     assert makeup["count"].sum() == clusters.count()
 
