@@ -49,6 +49,18 @@ def listing_frame(spark, listed: list[Listed]) -> DataFrame:
     return spark.createDataFrame(frame, schema=LISTING)
 
 
+def _listing(ctx: RunContext, root: str) -> DataFrame:
+    """What is in the delivery: from the inventory when one is configured
+    (read by the executors), else listed live on the driver."""
+    storage = ctx.settings.storage
+    if ctx.settings.ingest.inventory:
+        from jobs.inventory import inventory_listing
+        return inventory_listing(ctx.spark, ctx.settings.ingest.inventory, root, ctx.storage_options,
+                                 storage.ignore_names, storage.ignore_prefixes)
+    listed = list_objects(root, ctx.storage_options, storage.ignore_names, storage.ignore_prefixes)
+    return listing_frame(ctx.spark, listed)
+
+
 def already_ingested(ctx: RunContext) -> DataFrame | None:
     frames = [ctx.store.read(name).select(*IDENTITY)
               for name in (INSTANCES_TABLE, ERRORS_TABLE) if ctx.store.exists(name)]
@@ -72,11 +84,10 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     settings = ctx.settings
     root = require(settings, "input", "the folder or bucket URI of the delivery, e.g. --input s3://bucket/delivery")
     started = time.monotonic()
-    listed = list_objects(root, ctx.storage_options, settings.storage.ignore_names,
-                          settings.storage.ignore_prefixes)
-    say(f"ingest: listed {len(listed)} objects under {root} ({time.monotonic() - started:.1f} s)")
-    spark = ctx.spark
-    listing = listing_frame(spark, listed)
+    listing = _listing(ctx, root).persist(StorageLevel.MEMORY_AND_DISK)
+    listed_count = listing.count()
+    say(f"ingest: listed {listed_count} objects under {root}"
+        f"{' from the inventory' if settings.ingest.inventory else ''} ({time.monotonic() - started:.1f} s)")
     full_refresh = settings.ingest.full_refresh
     seen = None if full_refresh else already_ingested(ctx)
     todo, changed = new_or_changed(listing, seen)
@@ -88,10 +99,11 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
             ctx.store.delete_where_in(name, "path", changed_paths)
 
     todo_count = todo.count()
-    counts = {"listed": len(listed), "skipped_already_ingested": len(listed) - todo_count,
+    counts = {"listed": listed_count, "skipped_already_ingested": listed_count - todo_count,
               "changed": len(changed_paths), "parsed": todo_count, "instances": 0, "errors": 0}
     if todo_count or full_refresh:
         counts.update(_parse_and_write(ctx, todo, todo_count, say, "overwrite" if full_refresh else "append"))
+    listing.unpersist()
     counts["seconds"] = round(time.monotonic() - started, 2)
     tracker.metrics({f"ingest.{k}": v for k, v in counts.items() if isinstance(v, (int, float))})
     return counts
