@@ -276,5 +276,11 @@ def _sql(settings, query: str, limit: int) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `triage` entry point: exits with main()'s code, also where the caller
+    ignores a return value (a Databricks wheel task calls the function)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
