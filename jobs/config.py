@@ -116,6 +116,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "clusters.map_sample": lambda v: None if v >= 10 else "must be >= 10",
     "clusters.umap_epochs": _positive,
     "neighbors.max_block": _positive,
+    "neighbors.exact_below": lambda v: None if v >= 0 else "must be >= 0",
     "neighbors.outlier_min_group": lambda v: None if v >= 2 else "must be >= 2",
     "neighbors.near_duplicate_max_distance": lambda v: None if 0 <= v <= 2 else "must be between 0 and 2",
     "anatomy.min_labels_per_class": lambda v: None if v >= 2 else "must be >= 2",

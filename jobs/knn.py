@@ -140,14 +140,17 @@ def _largest_blocks(queries: DataFrame, base: DataFrame) -> dict:
 
 def all_pairs_knn(df: DataFrame, k: int = 10, lists: int | None = None, overlap: int | None = None,
                   max_block: int = 20000, sample_size: int = 20000, seed: int = 0,
-                  exact: bool = False, stats: dict | None = None) -> DataFrame:
+                  exact: bool = False, exact_below: int = 0, stats: dict | None = None) -> DataFrame:
     """k nearest neighbours (cosine distance, self excluded) of every row of
     df[id long, vector array<float> L2-normalised]: DataFrame[id, neighbor_id,
     distance, rank 1..k]. Fewer than k rows for an id when its list holds
-    fewer candidates. See the module docstring for the method and bounds."""
+    fewer candidates. With `lists` unset, n <= `exact_below` runs exact. See
+    the module docstring for the method and bounds."""
     started = time.monotonic()
     df = df.select(F.col("id").cast("long"), F.col("vector").cast(ArrayType(FloatType())))
     n = df.count()
+    if lists is None and n <= exact_below:  # brute force is cheaper than fitting lists
+        exact = True
     lists = default_lists(n) if lists is None else max(1, int(lists))
     overlap = DEFAULT_OVERLAP if overlap is None else max(1, int(overlap))
     max_block = max(1, int(max_block))

@@ -41,7 +41,8 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         count = vectors.count()
         say(f"neighbors: k-NN over {count} embeddings")
         knn = all_pairs_knn(vectors.select("id", "vector"), k=settings.k, lists=settings.lists,
-                            overlap=settings.overlap, max_block=settings.max_block, exact=settings.exact)
+                            overlap=settings.overlap, max_block=settings.max_block, exact=settings.exact,
+                            exact_below=settings.exact_below)
         pairs = with_paths(knn, vectors).persist(StorageLevel.MEMORY_AND_DISK)
         ctx.store.write(ctx.stamp(pairs, NEIGHBORS), "neighbors", mode="overwrite")
         say(f"neighbors: wrote neighbors ({time.monotonic() - started:.1f} s)")

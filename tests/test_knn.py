@@ -95,8 +95,9 @@ def test_exact_equals_brute_force_with_blocks_on_both_sides(spark):
     ids = rng.choice(10**12, 500, replace=False).astype(np.int64)
     want_ids, want_d = brute(x, ids, 5)
     stats = {}
-    got = collect_knn(all_pairs_knn(frame(spark, x, ids), k=5, exact=True, max_block=128, stats=stats), 5)
-    assert stats["work_fraction"] == 1.0 and stats["query_blocks"] == 4 and stats["db_blocks"] == 4
+    # lists unset and n <= exact_below: the exact mode (as exact=True)
+    got = collect_knn(all_pairs_knn(frame(spark, x, ids), k=5, exact_below=500, max_block=128, stats=stats), 5)
+    assert stats["exact"] and stats["work_fraction"] == 1.0 and stats["query_blocks"] == 4 and stats["db_blocks"] == 4
     assert stats["tasks"] == 16 and stats["split_lists"] == 1
     # no task sees the whole list: the documented bound max_block + 3 sqrt(max_block)
     assert 100 < stats["max_task_queries"] <= 128 + 3 * 128 ** 0.5, stats

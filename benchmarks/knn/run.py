@@ -52,6 +52,16 @@ def make_data(n, dim, clusters, spread, seed):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def load_embeddings(uri):
+    """The `embedding` column of an embeddings Delta table (e.g. the demo's), L2-normalised
+    as the neighbors stage does."""
+    from deltalake import DeltaTable
+    import pyarrow as pa
+    table = pa.table(DeltaTable(uri).to_pyarrow_table(columns=["embedding"]))
+    x = np.array([v for v in table.column("embedding").to_pylist() if v is not None], dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def write_parquet(x, path):
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -200,6 +210,8 @@ def main(argv=None):
     ap.add_argument("--lsh-at-n", default="1", help="indices into LSH_SETTINGS to try at --n")
     ap.add_argument("--exact-at", default="", help="also run the exact mode (one list) at these sizes")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/knn.json"))
+    ap.add_argument("--embeddings", help="an embeddings Delta table to use instead of synthetic data "
+                    "(--n becomes its size; use with --scaling '' --small '')")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -210,6 +222,10 @@ def main(argv=None):
             worker_lsh(rest[0], rest[1], int(rest[2]), float(rest[3]), float(rest[4]), int(rest[5]))
         return
 
+    real = load_embeddings(args.embeddings) if args.embeddings else None
+    if real is not None:
+        args.n, args.dim = real.shape
+        args.queries = min(args.queries, args.n)
     tmp = tempfile.mkdtemp(prefix="knn-bench-")
     k = args.k
     report = {"command": "benchmarks/knn/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -223,7 +239,7 @@ def main(argv=None):
     def prepare(n):
         """Data as parquet and numpy ground truth for the sampled queries (c)."""
         if n not in prepared:
-            x = make_data(n, args.dim, args.clusters, args.spread, seed=0)
+            x = real if real is not None else make_data(n, args.dim, args.clusters, args.spread, seed=0)
             data = f"{tmp}/vec{n}.parquet"
             write_parquet(x, data)
             q_idx = np.random.default_rng(1).choice(n, args.queries, replace=False)
