@@ -56,6 +56,7 @@ def run(ctx, tracker, say=print) -> dict:
         "decisions": decisions(tables, conf),
         "map": embedding_map(tables, conf),
         "galleries": galleries(tables, conf),
+        "agreement": annotation_agreement(tables, ctx.settings.annotate),
         "settings": ctx.settings.to_dict(),
         "environ": dict(os.environ),  # values of secret-looking variables are redacted wherever they appear
         "tables": present,
@@ -322,3 +323,40 @@ def file_name(path: str) -> str:
     """The last two parts of a path: enough to find the file, short enough for a caption."""
     parts = (path or "").rstrip("/").split("/")
     return "/".join(parts[-2:])
+
+
+# ---------------------------------------------------------------- annotation agreement
+
+AGREEMENT_BATCHES = 100     # the latest batches shown in the agreement charts
+FLAGGED_SHOWN = 20          # flagged annotators listed with their worst items
+
+
+def annotation_agreement(tables: dict[str, DataFrame], annotate) -> dict | None:
+    """The `triage annotate agreement` tables, when they exist: agreement per batch,
+    drift per annotator and batch, and the flagged annotators' worst items.
+    None (no section) without them. Small by construction: one row per batch, per
+    annotator and batch, capped at the latest AGREEMENT_BATCHES batches."""
+    if "annotation_agreement" not in tables or "annotator_drift" not in tables:
+        return None
+    batches = (tables["annotation_agreement"].where(F.col("batch_id").isNotNull())
+               .select("batch_id", "n_items", "n_annotators", "fleiss_kappa", "krippendorff_alpha",
+                       "mean_pairwise_kappa", "mean_box_iou", "tie_items")
+               .orderBy(F.desc("batch_id")).limit(AGREEMENT_BATCHES).toPandas().sort_values("batch_id"))
+    drift = tables["annotator_drift"].where(F.col("batch_id").isNotNull())
+    if len(batches):
+        drift = drift.where(F.col("batch_id") >= int(batches["batch_id"].min()))
+    per_batch = drift.select("annotator", "batch_id", "n_items", "disagreement", "box_size_bias",
+                             "flagged").toPandas()
+    latest = (tables["annotator_drift"].where(F.col("latest"))
+              .select("annotator", "batch_id", "disagreement", "box_size_bias", "flagged", "flag_reasons",
+                      "disagreement_slope", "box_size_bias_slope")
+              .toPandas().sort_values("annotator"))
+    flagged = (tables["annotator_drift"].where(F.col("flagged") & F.col("latest"))
+               .select("annotator", "batch_id", "flag_reasons", "worst_items")
+               .orderBy("annotator").limit(FLAGGED_SHOWN).collect())
+    return {"batches": batches, "drift": per_batch, "latest": latest,
+            "flagged": [{"annotator": r.annotator, "batch_id": r.batch_id, "reasons": list(r.flag_reasons or []),
+                         "worst_items": [w.asDict() for w in (r.worst_items or [])]} for r in flagged],
+            "disagreement_max": float(annotate.drift.disagreement_max),
+            "box_size_bias_max": float(annotate.drift.box_size_bias_max),
+            "min_items": int(annotate.drift.min_items)}

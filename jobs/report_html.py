@@ -259,6 +259,113 @@ def heat_table(frame: pd.DataFrame | None, row: str, column: str, value: str = "
     return figure(title, f'<div class="scroll">{table}</div>')
 
 
+def line_chart(frame: pd.DataFrame | None, x: str, y: str, series: str | None = None, title: str = "",
+               fences: Iterable[tuple[float, str]] = (), y_range: tuple[float, float] | None = None,
+               x_name: str = "batch", width: int = 520) -> str:
+    """One line per value of `series` (or one line of `y`) over `x` (numbers, e.g. batch ids);
+    null values break the line. `fences` are dashed horizontal lines (value, label);
+    `y_range` is widened to the data and fences when they fall outside."""
+    if frame is None or frame.empty or frame[y].dropna().empty:
+        return figure(title, empty_note())
+    frame = frame.dropna(subset=[x]).sort_values(x)
+    names = frame[series].map(label_text) if series else pd.Series([y] * len(frame), index=frame.index)
+    order = sorted(set(names), key=_natural_key)
+    color = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(order)}
+    fences = [(float(v), text) for v, text in fences]
+    values = [float(v) for v in frame[y].dropna()] + [v for v, _ in fences]
+    lo, hi = min(values), max(values)
+    if y_range:
+        lo, hi = min(lo, y_range[0]), max(hi, y_range[1])
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    height, left, right, bottom, top_pad = 200, 46, 12, 30, 8
+    plot_w, plot_h = width - left - right, height - bottom - top_pad
+    xs = sorted({float(v) for v in frame[x]})
+    x0, x1 = xs[0], xs[-1]
+
+    def px(value: float) -> float:
+        return left + (plot_w / 2 if x1 == x0 else plot_w * (value - x0) / (x1 - x0))
+
+    def py(value: float) -> float:
+        return top_pad + plot_h * (hi - value) / (hi - lo)
+
+    marks = [f'<line x1="{left}" y1="{top_pad + plot_h}" x2="{left + plot_w}" y2="{top_pad + plot_h}" class="axis"/>',
+             f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}" class="axis"/>',
+             f'<text x="{left - 4}" y="{top_pad + 9}" text-anchor="end" class="num">{number(hi)}</text>',
+             f'<text x="{left - 4}" y="{top_pad + plot_h}" text-anchor="end" class="num">{number(lo)}</text>']
+    if lo < 0 < hi:
+        marks.append(f'<line x1="{left}" y1="{py(0):.1f}" x2="{left + plot_w}" y2="{py(0):.1f}" class="zero"/>')
+    for value, text in fences:
+        marks.append(f'<line x1="{left}" y1="{py(value):.1f}" x2="{left + plot_w}" y2="{py(value):.1f}" '
+                     f'class="fence"><title>{esc(text)}</title></line>'
+                     f'<text x="{left + plot_w - 2}" y="{py(value) + (11 if py(value) < top_pad + 12 else -3):.1f}" '
+                     f'text-anchor="end" class="fence-label">'
+                     f"{esc(text)}</text>")
+    for name in order:
+        mine = frame[names == name]
+        segments, current, dots = [], [], []
+        for xv, yv in zip(mine[x], mine[y]):
+            if yv is None or (isinstance(yv, float) and math.isnan(yv)):
+                if current:
+                    segments.append(current)
+                current = []
+                continue
+            point = (px(float(xv)), py(float(yv)))
+            current.append(point)
+            dots.append(f'<circle cx="{point[0]:.1f}" cy="{point[1]:.1f}" r="2.6">'
+                        f"<title>{esc(name)} · {esc(x_name)} {number(xv)}: {number(float(yv))}</title></circle>")
+        if current:
+            segments.append(current)
+        lines = "".join('<polyline fill="none" stroke-width="1.6" points="'
+                        + " ".join(f"{a:.1f},{b:.1f}" for a, b in seg) + '"/>' for seg in segments if len(seg) > 1)
+        marks.append(f'<g class="mark" stroke="{color[name]}" fill="{color[name]}"><title>{esc(name)}</title>'
+                     f"{lines}{''.join(dots)}</g>")
+    axis_y = top_pad + plot_h + 16
+    ticks = xs if len(xs) <= 12 else xs[::math.ceil(len(xs) / 12)]
+    marks += [f'<text x="{px(t):.1f}" y="{axis_y}" text-anchor="middle" class="num">{number(t)}</text>'
+              for t in ticks]
+    chart = svg(width, height, "".join(marks), title)
+    return figure(title, (legend(color) if series else "") + chart)
+
+
+def diverging_bars(frame: pd.DataFrame | None, label: str, value: str, fence: float | None = None,
+                   title: str = "", width: int = 460) -> str:
+    """Horizontal bars left (negative) or right (positive) of zero, one per row; bars
+    beyond ±`fence` (dashed lines) in red."""
+    if frame is None or frame.empty or frame[value].dropna().empty:
+        return figure(title, empty_note())
+    rows = [(label_text(r[label]), r[value]) for _, r in frame.iterrows()]
+    extent = max([abs(float(v)) for _, v in rows if v is not None and not math.isnan(float(v))]
+                 + [abs(fence or 0)]) * 1.15 or 1.0
+    row_h, label_w, pad = 18, 150, 50
+    half = (width - label_w - 2 * pad) / 2
+    zero = label_w + pad + half
+    marks = [f'<line x1="{zero:.1f}" y1="0" x2="{zero:.1f}" y2="{len(rows) * row_h + 4}" class="axis"/>']
+    if fence:
+        for side in (-1, 1):
+            fx = zero + side * half * fence / extent
+            marks.append(f'<line x1="{fx:.1f}" y1="0" x2="{fx:.1f}" y2="{len(rows) * row_h + 4}" class="fence">'
+                         f"<title>fence {side * fence:+g}</title></line>")
+    for i, (name, v) in enumerate(rows):
+        y = i * row_h
+        marks.append(f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end" class="lbl">{esc(short(name, 24))}'
+                     f"<title>{esc(name)}</title></text>")
+        if v is None or math.isnan(float(v)):
+            marks.append(f'<text x="{zero + 4:.1f}" y="{y + 13}" class="num">–</text>')
+            continue
+        v = float(v)
+        length = max(1.0, half * abs(v) / extent)
+        x = zero if v >= 0 else zero - length
+        over = fence is not None and abs(v) > fence
+        marks.append(f'<rect class="mark" x="{x:.1f}" y="{y + 3}" width="{length:.1f}" height="{row_h - 6}" '
+                     f'fill="{DECISION_COLORS["exclude"] if over else BAR_COLOR}"><title>{esc(name)}: '
+                     f"{v:+.3f}</title></rect>")
+        tx = x + length + 4 if v >= 0 else x - 4
+        anchor = "start" if v >= 0 else "end"
+        marks.append(f'<text x="{tx:.1f}" y="{y + 13}" text-anchor="{anchor}" class="num">{v:+.3f}</text>')
+    return figure(title, svg(width, len(rows) * row_h + 4, "".join(marks), title))
+
+
 def figure(title: str, content: str) -> str:
     caption = f"<figcaption>{esc(title)}</figcaption>" if title else ""
     return f'<figure class="panel">{caption}{content}</figure>'
@@ -413,6 +520,67 @@ def galleries_section(data: Mapping | None) -> str:
     return "".join(parts)
 
 
+def agreement_section(data: Mapping) -> str:
+    """`triage annotate agreement`: agreement per batch, drift per annotator, flags."""
+    batches, drift, latest = data.get("batches"), data.get("drift"), data.get("latest")
+    fence_d, fence_s = data.get("disagreement_max"), data.get("box_size_bias_max")
+    parts = []
+    if batches is not None and not batches.empty:
+        parts.append(counts_block({"batches": len(batches), "overlap items": int(batches["n_items"].sum()),
+                                   "annotators": 0 if drift is None or drift.empty else drift["annotator"].nunique(),
+                                   "flagged for drift": len(data.get("flagged") or [])}))
+    parts.append(note("Overlap items are those two or more annotators labelled in a batch. Disagreement: the "
+                      "share of an annotator's overlap items where their label differs from the majority of the "
+                      "other annotators. Box size bias: log of their boxes' size per side against the median box "
+                      "of the same object (negative: smaller). A batch with fewer than "
+                      f"{data.get('min_items', '?')} overlap items gives no figure; an annotator is flagged when "
+                      "their latest figure crosses the dashed fence."))
+    long = pd.DataFrame(columns=["batch_id", "measure", "value"])
+    if batches is not None and not batches.empty:
+        measures = {"fleiss_kappa": "Fleiss' kappa", "krippendorff_alpha": "Krippendorff's alpha",
+                    "mean_pairwise_kappa": "mean pairwise Cohen's kappa"}
+        long = batches.melt(id_vars=["batch_id"], value_vars=list(measures), var_name="measure")
+        long["measure"] = long["measure"].map(measures)
+        long["value"] = long["value"].astype(float)
+    charts = [line_chart(long, "batch_id", "value", series="measure", y_range=(0.0, 1.0),
+                         title="Agreement per batch"),
+              line_chart(drift, "batch_id", "disagreement", series="annotator", y_range=(0.0, 0.0),
+                         fences=[(fence_d, f"fence {fence_d:g}")] if fence_d is not None else (),
+                         title="Disagreement with the others' majority, per annotator and batch"),
+              line_chart(drift, "batch_id", "box_size_bias", series="annotator",
+                         fences=[(fence_s, f"+{fence_s:g}"), (-fence_s, f"-{fence_s:g}")] if fence_s else (),
+                         title="Box size bias per annotator and batch (negative: smaller boxes)"),
+              diverging_bars(latest, "annotator", "box_size_bias", fence=fence_s,
+                             title="Box size bias per annotator, latest batch")]
+    if batches is not None and not batches.empty and batches["mean_box_iou"].notna().any():
+        charts.append(line_chart(batches.assign(measure="mean IoU of matched boxes"), "batch_id", "mean_box_iou",
+                                 series="measure", y_range=(0.0, 1.0), title="Mean box IoU per batch"))
+    parts.append(f'<div class="grid">{"".join(charts)}</div>')
+    parts.append("<h3>Flagged annotators</h3>")
+    flagged = data.get("flagged") or []
+    if not flagged:
+        parts.append(empty_note("No annotator is flagged for drift."))
+    for entry in flagged:
+        reasons = "".join(f"<li>{esc(r)}</li>" for r in entry.get("reasons") or [])
+        rows = "".join(
+            f"<tr><td class=\"path\" title=\"{esc(w.get('path'))}\">{esc(short(file_name(w.get('path')), 60))}</td>"
+            f"<td>{esc(label_text(w.get('label'), '–'))}</td><td>{esc(label_text(w.get('others_label'), '(tie)'))}</td>"
+            f"<td>{number(w.get('box_agreement'))}</td><td>{number(w.get('misalignment'))}</td></tr>"
+            for w in entry.get("worst_items") or [])
+        table = (f'<table class="heat"><thead><tr><th>item</th><th>their label</th><th>others\' majority</th>'
+                 f"<th>box agreement</th><th>misalignment</th></tr></thead><tbody>{rows}</tbody></table>"
+                 if rows else empty_note("No misaligned item listed."))
+        parts.append(f'<h4>{esc(entry.get("annotator"))} <small>latest batch {esc(entry.get("batch_id"))}</small></h4>'
+                     f'<ul class="reasons">{reasons}</ul><div class="scroll">{table}</div>')
+    return "".join(parts)
+
+
+def file_name(path) -> str:
+    """The last two parts of a path."""
+    parts = (path or "").rstrip("/").split("/")
+    return "/".join(parts[-2:])
+
+
 def configuration_section(settings: Mapping, environ: Mapping[str, str] | None,
                           tables: Mapping[str, bool]) -> str:
     present = ", ".join(f"<code>{esc(t)}</code>" for t, ok in tables.items() if ok) or "none"
@@ -462,6 +630,11 @@ figure.thumb figcaption span{display:block;overflow-wrap:anywhere}
 .missing{background:#fff6e0;border:1px solid #f0d9a0;padding:6px 10px;border-radius:4px}
 pre.config{background:#f3f4f6;padding:10px;border-radius:4px;overflow:auto;max-height:520px;font-size:12px}
 code{font-family:ui-monospace,monospace}
+svg.chart .fence{stroke:#c62828;stroke-dasharray:5 3}
+svg.chart .fence-label{fill:#c62828}
+svg.chart .zero{stroke:#ccc}
+ul.reasons{margin:2px 0 6px;color:#8a1c1c}
+table.heat td.path{text-align:left;font-family:ui-monospace,monospace}
 """
 
 
@@ -476,9 +649,13 @@ def render_page(report: Mapping) -> str:
         "configuration": configuration_section(report.get("settings") or {}, report.get("environ"),
                                                report.get("tables") or {}),
     }
-    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in SECTIONS)
+    shown = list(SECTIONS)
+    if report.get("agreement"):  # only after `triage annotate agreement`
+        bodies["agreement"] = agreement_section(report["agreement"])
+        shown.insert(len(shown) - 1, ("agreement", "Annotation agreement"))
+    nav = "".join(f'<a href="#{sid}">{esc(title)}</a>' for sid, title in shown)
     sections = "".join(f'<section id="{sid}"><h2>{esc(title)}</h2>{bodies[sid]}</section>'
-                       for sid, title in SECTIONS)
+                       for sid, title in shown)
     title = report.get("title") or "Triage report"
     return ("<!DOCTYPE html>\n"
             f'<html lang="en"><head><meta charset="utf-8">'

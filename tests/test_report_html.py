@@ -148,3 +148,50 @@ def test_secrets_are_redacted():
         assert secret not in block
     assert "TRIAGE_HMAC_SECRET" in block  # the variable's name is shown, not its value
     assert settings["storage"]["options"]["key"] == "AKIAEXAMPLE", "the input is not changed"
+
+
+def agreement_data(annotator: str = "ana") -> dict:
+    batches = pd.DataFrame({"batch_id": [0, 1, 2], "n_items": [20, 20, 3], "n_annotators": [3, 3, 3],
+                            "fleiss_kappa": [0.8, 0.6, None], "krippendorff_alpha": [0.81, 0.62, None],
+                            "mean_pairwise_kappa": [0.79, 0.58, None], "mean_box_iou": [0.9, 0.85, None],
+                            "tie_items": [1, 2, 0]})
+    drift = pd.DataFrame({"annotator": [annotator] * 3 + ["ben"] * 3, "batch_id": [0, 1, 2] * 2,
+                          "n_items": [20, 20, 3] * 2, "disagreement": [0.1, 0.4, None, 0.05, 0.1, None],
+                          "box_size_bias": [-0.3, -0.28, None, 0.01, 0.0, None], "flagged": [True] * 3 + [False] * 3})
+    latest = pd.DataFrame({"annotator": [annotator, "ben"], "batch_id": [1, 1], "disagreement": [0.4, 0.1],
+                           "box_size_bias": [-0.28, 0.0], "flagged": [True, False]})
+    flagged = [{"annotator": annotator, "batch_id": 1,
+                "reasons": ["DISAGREEMENT 0.40 > 0.25 in batch 1", "BOX_SIZE_BIAS -0.28 beyond ±0.15 in batch 1"],
+                "worst_items": [{"path": "file:///d/site/a.dcm", "label": annotator, "others_label": None,
+                                 "box_agreement": 0.4, "misalignment": 1.6}]}]
+    return {"batches": batches, "drift": drift, "latest": latest, "flagged": flagged, "disagreement_max": 0.25,
+            "box_size_bias_max": 0.15, "min_items": 5}
+
+
+def test_agreement_section_only_with_its_tables():
+    report = full_report()
+    assert 'id="agreement"' not in R.render_page(report)
+    report["agreement"] = agreement_data()
+    page = R.render_page(report)
+    section = re.search(r'<section id="agreement">(.*?)</section>', page).group(1)
+    assert page.index('id="galleries"') < page.index('id="agreement"') < page.index('id="configuration"')
+    assert '<a href="#agreement">' in page
+    assert section.count("<svg") == 5  # agreement, disagreement, bias per batch, bias bars, box IoU
+    assert section.count('class="fence"') >= 1 + 2 + 2
+    assert "DISAGREEMENT 0.40 &gt; 0.25" in section and "site/a.dcm" in section and "(tie)" in section
+    assert "Flagged annotators" in section
+
+
+def test_agreement_section_escapes_and_handles_empty_inputs():
+    report = full_report()
+    report["agreement"] = agreement_data(annotator=HOSTILE)
+    page = R.render_page(report)
+    assert "<script" not in page.lower() and not Tags(page).named("script")
+    empty = {"batches": pd.DataFrame(columns=["batch_id", "n_items", "fleiss_kappa", "krippendorff_alpha",
+                                              "mean_pairwise_kappa", "mean_box_iou"]),
+             "drift": pd.DataFrame(columns=["annotator", "batch_id", "disagreement", "box_size_bias"]),
+             "latest": pd.DataFrame(columns=["annotator", "box_size_bias"]), "flagged": [],
+             "disagreement_max": 0.25, "box_size_bias_max": 0.15}
+    section = R.agreement_section(empty)
+    assert "No values" in section and "No annotator is flagged" in section
+    assert R.line_chart(pd.DataFrame({"b": [1], "v": [0.5]}), "b", "v").count("<circle") == 1
