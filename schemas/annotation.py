@@ -54,3 +54,33 @@ LABEL_ERRORS = StructType([
     StructField("error", StringType(), False),           # UNKNOWN_INSTANCE | UNKNOWN_LABEL | BOX_OUTSIDE_IMAGE | ...
     StructField("detail", StringType(), True),
 ] + RUN_FIELDS)
+
+# `triage annotate next`: the instances to label next, in order (most unsure
+# first, then always the candidate farthest from those already chosen).
+LABEL_NEXT = StructType([
+    StructField("rank", IntegerType(), False),               # 1 = label first
+    StructField("path", StringType(), False),
+    StructField("sop_instance_uid", StringType(), True),
+    StructField("site", StringType(), True),
+    StructField("cluster", IntegerType(), True),
+    StructField("uncertainty", DoubleType(), False),         # the measure of annotate.next.uncertainty, higher = more unsure
+    StructField("uncertainty_kind", StringType(), False),    # least_confidence | margin (as 1 - margin) | entropy
+    StructField("least_confidence", DoubleType(), True),     # 1 - max p
+    StructField("margin", DoubleType(), True),               # p(1) - p(2)
+    StructField("entropy", DoubleType(), True),              # normalised by log K, 0..1
+    StructField("predicted_label", StringType(), True),      # the most probable class
+    StructField("confidence", DoubleType(), True),           # its probability
+    StructField("pool_rank", IntegerType(), False),          # place in the candidate pool by uncertainty (1 = most unsure)
+    StructField("distance", DoubleType(), True),             # to the nearest earlier choice when chosen (embedding, Euclidean); null for rank 1
+] + RUN_FIELDS)
+
+# `triage annotate next`: included, unlabelled instances whose prediction is
+# confident enough (annotate.next.accept_confidence) to accept without a person.
+ACCEPT_PREDICTIONS = StructType([
+    StructField("path", StringType(), False),
+    StructField("sop_instance_uid", StringType(), True),
+    StructField("site", StringType(), True),
+    StructField("cluster", IntegerType(), True),
+    StructField("predicted_label", StringType(), True),
+    StructField("confidence", DoubleType(), False),          # max p
+] + RUN_FIELDS)
