@@ -70,12 +70,15 @@ def _read_label_file(uri: str, storage_options: dict) -> pd.DataFrame:
 
 
 def training_sample(labels: DataFrame, embeddings: DataFrame, cap: int, seed: int = 0) -> pd.DataFrame:
-    """At most `cap` labelled vectors per region, chosen at random in Spark."""
+    """At most `cap` labelled vectors per region, chosen by a seeded hash of the
+    path in Spark and ordered by path, so the same tables train the same model
+    whatever the partitioning."""
     vectors = embeddings.filter(F.col("embedding").isNotNull()).select("path", "series_instance_uid", "embedding")
     ranked = labels.join(vectors, "path").withColumn("_rank", F.row_number().over(
-        Window.partitionBy("region").orderBy(F.rand(seed))))
+        Window.partitionBy("region").orderBy(F.xxhash64(F.lit(seed), "path"), "path")))
     return (ranked.filter(F.col("_rank") <= cap)
-            .select("path", "region", "series_instance_uid", "embedding").toPandas())
+            .select("path", "region", "series_instance_uid", "embedding").toPandas()
+            .sort_values("path", kind="stable").reset_index(drop=True))
 
 
 # -- training ---------------------------------------------------------------------

@@ -35,6 +35,9 @@ def cosine_distance(a: Column, b: Column) -> Column:
     return F.when(norms > 0, F.lit(1.0) - _dot(a, b) / norms)
 
 
+ROWS_PER_KMEANS_PARTITION = 50_000
+
+
 def cluster_embeddings(df: DataFrame, k: int | None = None, seed: int = 0, outlier_z: float = 3.5,
                        max_iter: int = 30) -> DataFrame:
     """`df[id long, vector array<float|double> (non-null, non-zero), ...]` →
@@ -49,13 +52,18 @@ def cluster_embeddings(df: DataFrame, k: int | None = None, seed: int = 0, outli
     * `map_x`, `map_y` double: Spark ML `PCA(k=2)` fitted on all rows.
 
     The result is persisted (and counted) so the input is read once; call
-    `.unpersist()` on it when done.
+    `.unpersist()` on it when done. The rows are laid out by `id` in a number
+    of partitions set by the row count, because KMeans' seeded k-means|| start
+    samples per partition: the same embeddings give the same clusters on a
+    laptop and on a cluster.
     """
     spark = df.sparkSession
+    n = df.count()
     base = (df.withColumn("_features", array_to_vector(F.col("vector").cast(ArrayType(DoubleType()))))
+            .repartition(max(1, math.ceil(n / ROWS_PER_KMEANS_PARTITION)), "id").sortWithinPartitions("id")
             .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        n = base.count()
+        base.count()
         if n == 0:
             return (df.withColumn("cluster", F.lit(None).cast("int"))
                     .withColumn("centroid_distance", F.lit(None).cast("double"))

@@ -33,6 +33,14 @@ def resolve_secret(settings: Settings) -> tuple[bytes, bool]:
                 "use a long random value (e.g. `openssl rand -hex 32`)")
         return value.encode(), False
     if settings.privacy.allow_generated_secret:
+        from jobs.session import cluster_master
+        master = cluster_master(settings)
+        if master:
+            raise ConfigError(
+                f"setting 'privacy.secret_env': environment variable {name} is not set, and a made-up "
+                f"secret is refused on a cluster ({master}): "
+                "patient keys would match no other run. Give the driver and executors the secret "
+                f"(e.g. spark.executorEnv.{name}, spark.yarn.appMasterEnv.{name}, a Kubernetes secret)")
         return secrets.token_bytes(32), True
     raise ConfigError(
         f"setting 'privacy.secret_env': environment variable {name} is not set. Identifiers are "

@@ -8,6 +8,7 @@ or they will not find the project's packages.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 
@@ -29,6 +30,34 @@ def check_java() -> None:
         "or set JAVA_HOME")
 
 
+def configured_master(settings: Settings) -> str | None:
+    """The Spark master this run will use, known before the session starts (None:
+    the embedded local default). Cheap: under spark-submit the driver asks the
+    JVM that spark-submit already started; otherwise no JVM is started."""
+    from pyspark import SparkConf, SparkContext
+
+    active = SparkContext._active_spark_context
+    if active is not None:  # get_spark() reuses it whatever the settings say
+        return active.master
+    if settings.spark.master:
+        return settings.spark.master
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit: its settings live in its JVM
+        SparkContext._ensure_initialized()
+        return SparkConf().get("spark.master", None)
+    args = shlex.split(os.environ.get("PYSPARK_SUBMIT_ARGS", ""))
+    if "--master" in args[:-1]:
+        return args[args.index("--master") + 1]
+    return None
+
+
+def cluster_master(settings: Settings) -> str | None:
+    """The cluster this run is a job on (spark://, yarn, k8s://, Databricks), None on one machine."""
+    if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return "Databricks"
+    master = configured_master(settings)
+    return master if master and not master.startswith("local") else None
+
+
 def get_spark(settings: Settings):
     from pyspark.sql import SparkSession
 
@@ -36,7 +65,9 @@ def get_spark(settings: Settings):
     if active is not None:  # Databricks notebooks/jobs, tests, a second stage in one process
         return active
     check_java()
-    launched_by_submit = "PYSPARK_GATEWAY_PORT" in os.environ or "SPARK_SUBMIT" in os.environ
+    # spark-submit and Databricks set the master themselves; never override it with local[*]
+    launched_by_submit = any(name in os.environ for name in
+                             ("PYSPARK_GATEWAY_PORT", "SPARK_SUBMIT", "DATABRICKS_RUNTIME_VERSION"))
     master = settings.spark.master or (None if launched_by_submit else "local[*]")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if master and master.startswith("local"):
@@ -53,4 +84,15 @@ def get_spark(settings: Settings):
         builder = builder.config("spark.ui.enabled", conf.get("spark.ui.enabled", "false"))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.spark.log_level)
+    _ship_wheels(spark.sparkContext)
     return spark
+
+
+def _ship_wheels(sc) -> None:
+    """`spark-submit --py-files x.whl` copies the wheel to every executor, but PySpark
+    puts only .zip/.egg/.jar files on the executors' Python path; a pure-Python
+    wheel is a zip archive, so put it there too (the driver already has it)."""
+    for path in (sc.getConf().get("spark.submit.pyFiles", None) or "").split(","):
+        name = os.path.basename(path)
+        if name.lower().endswith(".whl") and name not in sc._python_includes:
+            sc._python_includes.append(name)
