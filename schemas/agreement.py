@@ -12,16 +12,12 @@ from __future__ import annotations
 from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, IntegerType, LongType, StringType, StructField,
                                StructType)
 
+from schemas.annotation import BOX
 from schemas.pixels import RUN_FIELDS
 
 # A consensus box: the mean corners of a cluster of matched boxes drawn by a
 # majority of the annotators who gave boxes on the image (udfs/boxes.py).
-FUSED_BOX = StructType([
-    StructField("x", DoubleType(), False),
-    StructField("y", DoubleType(), False),
-    StructField("width", DoubleType(), False),
-    StructField("height", DoubleType(), False),
-    StructField("label", StringType(), True),
+FUSED_BOX = StructType(BOX.fields + [
     StructField("n_annotators", IntegerType(), False),   # annotators whose boxes were fused
     StructField("mean_iou", DoubleType(), False),        # of those boxes with the fused box
 ])
