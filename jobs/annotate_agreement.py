@@ -61,6 +61,7 @@ def run(ctx, tracker, say=print) -> dict:
                .persist(StorageLevel.MEMORY_AND_DISK))
     drift = None
     try:
+        records.count()  # analyse the batches in parallel before coalesce(1) narrows the small writes
         kind = F.col("kind")
         # one row per batch / per batch and annotator (pair): small, one file each
         store.write(ctx.stamp(records.where(kind == "batch").coalesce(1), ANNOTATION_AGREEMENT),

@@ -95,7 +95,8 @@ def read_records(ctx: RunContext, location: str) -> list[dict]:
         records: list[dict] = []
         for name in files:
             uri = full_uri(fs, name) if len(files) > 1 else location
-            records += parse_bytes(fs.cat_file(name), name, source=uri, first_seq=len(records))
+            next_seq = max((r["seq"] for r in records), default=-1) + 1  # box rows share one seq
+            records += parse_bytes(fs.cat_file(name), name, source=uri, first_seq=next_seq)
     except UnreadableLabels as exc:
         raise ConfigError(f"setting '{SETTING}': {exc}") from None
     except ConfigError:

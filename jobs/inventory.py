@@ -28,7 +28,7 @@ def inventory_files(uri: str, storage_options: dict) -> list[str]:
         raise ConfigError(f"setting '{SETTING}': no .parquet or .csv files under {uri}")
     first = paths[0]
     try:
-        with fs.open(first, "rb") as handle:
+        with fs.open(first, "rb", compression="infer") as handle:
             names = column_names(handle, first)
     except Exception as exc:  # pyarrow / fsspec raise many kinds
         raise ConfigError(f"setting '{SETTING}': cannot read {full_uri(fs, first)}: {exc}") from None
@@ -47,7 +47,7 @@ def _reader(storage_options: dict):
         for batch in batches:
             for uri in batch.column("file").to_pylist():
                 fs, path = filesystem(uri, storage_options)
-                with fs.open(path, "rb") as handle:
+                with fs.open(path, "rb", compression="infer") as handle:
                     table = read_inventory(handle, path)
                 yield from pa.Table.from_batches(table.to_batches(max_chunksize=65536),
                                                  schema=table.schema).to_batches()

@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -57,9 +58,9 @@ def ingested(spark, output: str, options=None) -> dict[str, tuple]:
 
 def test_read_inventory_accepts_both_conventions_and_names_what_is_missing():
     s3_csv = (b"bucket,key,size,last_modified_date,e_tag\n"
-              b"b,delivery/site_a/x.dcm,12,2026-11-30T10:00:00.000Z,abc\n")
+              b"b,delivery/site_a/x%2By+z.dcm,12,2026-11-30T10:00:00.000Z,abc\n")
     table = read_inventory(io.BytesIO(s3_csv), "report.csv").to_pylist()
-    assert table == [{"path": "s3://b/delivery/site_a/x.dcm", "size_bytes": 12,
+    assert table == [{"path": "s3://b/delivery/site_a/x+y z.dcm", "size_bytes": 12,
                       "modified_at": dt.datetime(2026, 11, 30, 10, tzinfo=dt.timezone.utc), "etag": "abc"}]
     own = io.BytesIO()
     pq.write_table(pa.table({"path": ["file:///d/a.dcm"], "size_bytes": [3],
@@ -77,9 +78,9 @@ def test_inventory_gives_the_rows_a_live_listing_gives(spark, delivery, tmp_path
     rows = file_rows(delivery)
     outside = {"path": "file:///elsewhere/site_z/other.dcm", "size_bytes": 1,
                "modified_at": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)}
-    # two report files; the first object listed twice (overlapping reports)
+    # two report files, Parquet and gzipped CSV; the first object listed twice (overlapping reports)
     pq.write_table(pa.Table.from_pylist(rows[:3] + [outside]), inventory / "part-0.parquet")
-    pq.write_table(pa.Table.from_pylist(rows[:1] + rows[3:]), inventory / "part-1.parquet")
+    pd.DataFrame(rows[:1] + rows[3:]).to_csv(inventory / "part-1.csv.gz", index=False)
     (inventory / "manifest.json").write_text("{}")  # not an inventory file: ignored
 
     args = ["ingest", "--input", str(delivery), "--set", "mlflow.enabled=false"]

@@ -43,6 +43,20 @@ def test_csv_rows_become_annotations_with_boxes_merged():
     assert [r["seq"] for r in parse_bytes(CSV, "labels.csv")] == sorted(r["seq"] for r in records.values())
 
 
+def test_one_bad_box_rejects_the_whole_annotation():
+    """Boxes are one annotation: keeping the good ones of a set with a bad one
+    would skew IoU and size bias."""
+    rows = b"""annotator,instance,label,x,y,width,height
+ana,b.dcm,head,10,10,20,20
+ana,b.dcm,head,1,2,-3,4
+ana,b.dcm,head,50,50,10,10
+ben,b.dcm,head,10,10,20,20
+"""
+    records = parse_bytes(rows, "labels.csv")
+    assert [(r["annotator"], r["error"]) for r in records] == [("ana", BAD_BOX), ("ana", BAD_BOX), ("ben", None)]
+    assert "another box" in records[0]["detail"]
+
+
 def test_json_records_with_list_and_object_boxes():
     data = [{"annotator": "ana", "path": "a.dcm", "label": "head", "boxes": [[1, 2, 3, 4, "x"],
                                                                                {"x": 5, "y": 6, "w": 7, "h": 8}]},

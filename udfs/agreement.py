@@ -126,7 +126,7 @@ def cohen_kappa(a, b, kind: str = "nominal", weights: str = "none", scale: list 
     mode = None if kind != "ordinal" or weights in (None, "none") else weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = cohen_kappa_score(a, b, labels=labels, weights=mode, replace_undefined_by=np.nan)
+        value = cohen_kappa_score(a, b, labels=labels, weights=mode)
     if value is None or math.isnan(value):
         return Measure(None, "kappa is undefined (chance agreement is 1)")
     return Measure(float(value))

@@ -91,9 +91,9 @@ def flag_annotator(rows: pd.DataFrame, disagreement_max: float, box_size_bias_ma
         latest_batch = b if latest_batch is None else max(latest_batch, b)
         if abs(v) > box_size_bias_max:
             side = "smaller" if v < 0 else "larger"
-            scale = 100 * (math.exp(abs(v)) - 1)
+            scale = 100 * abs(math.exp(v) - 1)
             reasons.append(f"BOX_SIZE_BIAS {v:+.2f} beyond ±{box_size_bias_max:g} in batch {b}: boxes about "
-                           f"{scale:.0f} % {side} per side than the others'")
+                           f"{scale:.0f} % {side} per side than the item's median box")
 
     def over(row) -> bool:
         d, s = row["disagreement"], row["box_size_bias"]

@@ -10,6 +10,7 @@ Two column conventions are accepted:
 from __future__ import annotations
 
 import posixpath
+from urllib.parse import unquote_plus
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,7 +59,10 @@ def read_inventory(handle, name: str) -> pa.Table:
         table = pq.read_table(handle)
     else:
         table = pa_csv.read_csv(handle, convert_options=pa_csv.ConvertOptions(
-            column_types={"size": pa.int64(), "size_bytes": pa.int64()}))
+            column_types={"size": pa.int64(), "size_bytes": pa.int64(), "key": pa.string()}))
+        if "key" in table.column_names:  # S3 Inventory CSV reports URL-encode the keys
+            keys = [None if k is None else unquote_plus(k) for k in table.column("key").to_pylist()]
+            table = table.set_column(table.column_names.index("key"), "key", pa.array(keys, pa.string()))
     return normalise(table)
 
 

@@ -193,6 +193,7 @@ def records_from_rows(frame: pd.DataFrame, source: str, first_seq: int = 0, firs
     boxes_col, box_label_col = _column(frame, "boxes"), _column(frame, "box_label")
     records: list[dict] = []
     open_records: dict[tuple, dict] = {}   # (annotator, instance) -> its record that collects boxes
+    bad_boxes: set[tuple] = set()          # (annotator, instance) with a bad box row
     for offset, row in enumerate(frame.to_dict("records")):
         line = first_line + offset
         record = _record(source, line, first_seq + offset, row.get("annotator"),
@@ -200,10 +201,12 @@ def records_from_rows(frame: pd.DataFrame, source: str, first_seq: int = 0, firs
         box_given = any(c is not None and not _blank(row.get(c)) for c in box_cols)
         if box_given:
             if any(c is None or _blank(row.get(c)) for c in box_cols):
+                bad_boxes.add((record["annotator"], record["instance"]))
                 records.append(_reject(record, BAD_BOX, "a box needs x, y, width and height"))
                 continue
             box, problem = parse_box([row[c] for c in box_cols], row.get(box_label_col) if box_label_col else None)
             if problem:
+                bad_boxes.add((record["annotator"], record["instance"]))
                 records.append(_reject(record, BAD_BOX, problem))
                 continue
             record["boxes"] = [box]
@@ -224,6 +227,10 @@ def records_from_rows(frame: pd.DataFrame, source: str, first_seq: int = 0, firs
         if box_given and earlier is None:
             open_records[key] = record
         records.append(record)
+    # a partial set of boxes would skew agreement: one bad box rejects the annotation
+    for record in records:
+        if record["error"] is None and (record["annotator"], record["instance"]) in bad_boxes:
+            _reject(record, BAD_BOX, "another box of this annotation is bad")
     return records
 
 
