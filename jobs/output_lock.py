@@ -7,7 +7,10 @@ a conditional PUT `If-None-Match: *` on S3), refreshes its heartbeat while it
 runs and removes it at the end. A second run stops at start with a message
 that says who holds the output. A lock left by a run that died is taken over:
 on the same host when its process is gone, elsewhere once its heartbeat is
-older than `stale_after_seconds`.
+older than `stale_after_seconds`. On local disks the lock appears whole
+(written aside, then hard-linked / renamed into place), so a reader never sees
+a half-written one; a lock that cannot be read counts as held until its file
+is older than `stale_after_seconds`.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import json
 import os
 import socket
 import threading
+import time
+import uuid
 
 from jobs.storage import filesystem, join
 
@@ -69,13 +74,31 @@ class OutputLock:
         return json.dumps({"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(),
                            "started_at": self.started_at, "heartbeat_at": _now().isoformat()}).encode()
 
+    def _write_aside(self) -> str:
+        """The record in a file of its own next to the lock (local disks)."""
+        self.fs.makedirs(os.path.dirname(self.path), exist_ok=True)
+        aside = f"{self.path}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+        with open(aside, "wb") as handle:
+            handle.write(self._record())
+        return aside
+
+    def _create_local(self) -> None:
+        aside = self._write_aside()
+        try:
+            os.link(aside, self.path)  # atomic, and fails when the lock exists
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some FUSE mounts): create exclusively, then write
+            with open(self.path, "xb") as handle:
+                handle.write(self._record())
+        finally:
+            os.unlink(aside)
+
     def _create(self) -> bool:
         """Exclusive create; False when the lock exists."""
         try:
             if self.local:
-                self.fs.makedirs(os.path.dirname(self.path), exist_ok=True)
-                with open(self.path, "xb") as handle:
-                    handle.write(self._record())
+                self._create_local()
             else:
                 self.fs.pipe_file(self.path, self._record(), mode="create")
         except FileExistsError:
@@ -102,7 +125,7 @@ class OutputLock:
             holder = self.holder()
             if holder is None:
                 continue  # released meanwhile: try again
-            if not is_stale(holder, self.stale_after):
+            if not (is_stale(holder, self.stale_after) if holder else self._older_than_stale_limit()):
                 raise OutputBusy(
                     f"output is in use by run {holder.get('run_id')} (host {holder.get('host')}, "
                     f"pid {holder.get('pid')}, started {holder.get('started_at')}, last heartbeat "
@@ -112,12 +135,26 @@ class OutputLock:
                 self.fs.rm(self.path)  # a dead run's lock
         raise OutputBusy(f"could not take the output lock {self.uri}: other runs keep taking it")
 
+    def _older_than_stale_limit(self) -> bool:
+        """For a lock that cannot be read: whether its file is older than the limit."""
+        try:
+            info = self.fs.info(self.path)
+        except FileNotFoundError:
+            return True
+        modified = info.get("mtime") or info.get("LastModified")
+        if isinstance(modified, dt.datetime):
+            modified = modified.timestamp()
+        return modified is None or time.time() - float(modified) > self.stale_after
+
     def _start_heartbeat(self) -> None:
         def beat():
             while not self._stop.wait(self.stale_after / 5):
                 current = self.holder()
                 if current and current.get("run_id") == self.run_id:
-                    self.fs.pipe_file(self.path, self._record())
+                    if self.local:  # replace whole, never truncate in place
+                        os.replace(self._write_aside(), self.path)
+                    else:
+                        self.fs.pipe_file(self.path, self._record())
         self._thread = threading.Thread(target=beat, name="output-lock-heartbeat", daemon=True)
         self._thread.start()
 

@@ -58,6 +58,21 @@ def test_staleness_rules():
     assert is_stale({"run_id": "x"}, 300)  # unreadable heartbeat
 
 
+def test_unreadable_lock_is_held_until_its_file_is_old(tmp_path):
+    """A lock that cannot be read (e.g. caught while another run wrote it) is
+    not a dead run's: taking it over let two runs ingest the same delivery."""
+    path = tmp_path / LOCK_NAME
+    path.write_bytes(b"")
+    with pytest.raises(OutputBusy):
+        OutputLock(str(tmp_path), {}, "second", stale_after_seconds=60).acquire()
+    os.utime(path, (time.time() - 120, time.time() - 120))
+    lock = OutputLock(str(tmp_path), {}, "after-a-crash", stale_after_seconds=60)
+    lock.acquire()
+    assert json.loads(path.read_text())["run_id"] == "after-a-crash"
+    lock.release()
+    assert not list(tmp_path.glob("*.tmp"))  # the records written aside are gone
+
+
 def test_live_lock_elsewhere_is_respected(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps(lock_record(1, "another-host", 5)))
     with pytest.raises(OutputBusy, match="host another-host"):
