@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+import traceback
 
 from jobs.config import ConfigError, load_settings, require
 from jobs.output_lock import OutputBusy
@@ -19,7 +20,8 @@ from jobs.session import EnvironmentProblem
 STAGES: list[tuple[str, str, str | None]] = [
     ("ingest", "headers into `instances` and `ingest_errors`", None),
     ("pixels", "pixel statistics, series geometry, duplicates", None),
-    ("embed", "image embeddings and anatomy inference", None),
+    ("embed", "image embeddings", None),
+    ("anatomy", "relevance: header rules, the content check, body-region predictions", None),
     ("neighbors", "nearest neighbours, near duplicates, clusters", None),
     ("curate", "inclusion decisions and review queue", None),
     ("report", "HTML report", None),
@@ -78,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "import":
             sub.add_argument("labels", nargs="?", default=None,
                              help="annotations to import (setting `annotate.labels`)")
+    evaluate = commands.add_parser("evaluate", help="score the decisions against verified answers "
+                                   "(tables evaluation, evaluation_decisions, evaluation_cases)")
+    _common(evaluate)
+    evaluate.add_argument("--truth", default=None, metavar="FILE",
+                          help="verified answers: CSV or Parquet with path or sop_instance_uid, and reasons "
+                               "and/or decision (setting `evaluate.truth`)")
     sql = commands.add_parser("sql", help="run Spark SQL with every result table registered by name")
     _common(sql)
     sql.add_argument("query")
@@ -92,6 +100,8 @@ def settings_from(args: argparse.Namespace, extra: list[str] | None = None):
             overrides.append(f"{key}={getattr(args, key)}")
     if getattr(args, "labels", None) is not None:
         overrides.append(f"annotate.labels={args.labels}")
+    if getattr(args, "truth", None) is not None:
+        overrides.append(f"evaluate.truth={args.truth}")
     overrides += extra or []
     conf_files = getattr(args, "conf", []) or []
     return load_settings(conf_files, overrides, read_text=_read_conf)
@@ -137,6 +147,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _train_anatomy(settings)
     if args.command == "annotate":
         return _annotate(settings, args.action)
+    if args.command == "evaluate":
+        return _evaluate(settings)
     if args.command == "run":
         return _run_stages(settings, [name for name, _, _ in STAGES], "run")
     return _run_stages(settings, [args.command], args.command)
@@ -167,7 +179,7 @@ def demo_expectations(delivery: str) -> list[str]:
 
 
 def _run_stages(settings, names: list[str], command: str) -> int:
-    from jobs import preflight, progress
+    from jobs import notes, preflight, progress
     from jobs.runtime import RunContext
     from jobs.tracking import tracked_run
 
@@ -182,7 +194,7 @@ def _run_stages(settings, names: list[str], command: str) -> int:
         preflight.check_input(settings.input, settings.storage.options)
     preflight.check_output(settings.output, settings.storage.options)
     started = time.monotonic()
-    results = {}
+    results, failed = {}, []
     with _output_lock(settings, ctx.run_id), tracked_run(settings, ctx.run_id, command) as tracker:
         for name, _, issue in STAGES:
             if name not in names:
@@ -190,11 +202,31 @@ def _run_stages(settings, names: list[str], command: str) -> int:
             if issue:
                 print(f"{name}: not built yet ({issue}), skipped")
                 continue
-            with progress.shown(ctx.spark, name, every=settings.progress_seconds):
-                results[name] = _stage_runner(name)(ctx, tracker)
+            stage_started = time.monotonic()
+            try:
+                with progress.shown(ctx.spark, name, every=settings.progress_seconds):
+                    results[name] = _stage_runner(name)(ctx, tracker)
+            except (ConfigError, EnvironmentProblem, OutputBusy):
+                raise
+            except Exception as exc:  # the later stages decide with what exists
+                if len(names) == 1:
+                    raise
+                failed.append(name)
+                ctx.note(name, "stage_failed", f"failed: {type(exc).__name__}: {_first_line(exc)}; the "
+                         "stages after it use the tables that exist", level="error")
+                traceback.print_exc(file=sys.stderr)
+            else:
+                ctx.note(name, "completed", f"completed in {time.monotonic() - stage_started:.1f} s",
+                         level="info", say=lambda _: None)
+            notes.flush(ctx)
         tracker.metrics({"seconds_total": time.monotonic() - started})
     _print_summary(ctx, results)
-    return 0
+    return 1 if failed else 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
 
 
 def _output_lock(settings, run_id: str):
@@ -219,6 +251,9 @@ def _stage_runner(name: str):
     if name == "embed":
         from jobs import embed
         return embed.run
+    if name == "anatomy":
+        from jobs import anatomy
+        return anatomy.run
     if name == "neighbors":
         from jobs import neighbors
         return neighbors.run
@@ -236,10 +271,28 @@ def _train_anatomy(settings) -> int:
     from jobs.runtime import RunContext
     from jobs.tracking import tracked_run
 
+    from udfs.anatomy import InsufficientLabels
+
     ctx = RunContext.create(settings)
     with tracked_run(settings, ctx.run_id, "train-anatomy") as tracker:
-        _, uri = anatomy.train(ctx, tracker)
+        try:
+            _, uri = anatomy.train(ctx, tracker)
+        except InsufficientLabels as exc:
+            raise ConfigError(str(exc)) from None
     print(f"train-anatomy: model {uri or 'not registered (mlflow.enabled is false)'}")
+    return 0
+
+
+def _evaluate(settings) -> int:
+    from jobs import evaluate, preflight
+    from jobs.runtime import RunContext
+    from jobs.tracking import tracked_run
+
+    require(settings, "evaluate.truth", "the verified answers, e.g. --truth verified.csv")
+    ctx = RunContext.create(settings)
+    preflight.check_output(settings.output, settings.storage.options)
+    with _output_lock(settings, ctx.run_id), tracked_run(settings, ctx.run_id, "evaluate") as tracker:
+        evaluate.run(ctx, tracker)
     return 0
 
 

@@ -1,8 +1,8 @@
-"""Clusters of the embeddings with Spark ML: k-means (cosine), each row's
-cosine distance to its centroid and its robust z within the cluster, and a
-2-D PCA map of all rows; `umap_map` adds a UMAP map where umap-learn is
-installed; `cluster_makeup` tells how each cluster is composed (e.g. one
-hospital or scanner forming its own cluster)."""
+"""Clusters of the embeddings: spherical k-means and a 2-D PCA map fitted on a
+bounded sample and applied on the executors, each row's cosine distance to its
+centroid and its robust z within the cluster; `umap_map` adds a UMAP map where
+umap-learn is installed; `cluster_makeup` tells how each cluster is composed
+(e.g. one hospital or scanner forming its own cluster)."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,11 +10,7 @@ import math
 from functools import reduce
 
 from pyspark import StorageLevel
-from pyspark.ml.clustering import KMeans
-from pyspark.ml.feature import PCA
-from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import Column, DataFrame, Window, functions as F
-from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, StructType
 
 ADDED_COLUMNS = ("cluster", "centroid_distance", "cluster_z", "cluster_outlier", "map_x", "map_y")
 
@@ -35,80 +31,96 @@ def cosine_distance(a: Column, b: Column) -> Column:
     return F.when(norms > 0, F.lit(1.0) - _dot(a, b) / norms)
 
 
-ROWS_PER_KMEANS_PARTITION = 50_000
-
-
 def cluster_embeddings(df: DataFrame, k: int | None = None, seed: int = 0, outlier_z: float = 3.5,
-                       max_iter: int = 30) -> DataFrame:
+                       fit_sample: int = 20_000) -> DataFrame:
     """`df[id long, vector array<float|double> (non-null, non-zero), ...]` →
     the same rows and columns plus:
 
-    * `cluster` int: Spark ML `KMeans` with cosine distance; k defaults to
-      `default_k(row count)` and is capped at the row count;
+    * `cluster` int: spherical k-means (scikit-learn's KMeans on L2-normalised
+      vectors, i.e. cosine), k defaulting to `default_k(row count)`, capped
+      at the sample size;
     * `centroid_distance` double: cosine distance to its cluster's centre;
     * `cluster_z` double: 0.6745·(d − median)/MAD of centroid_distance within
       the cluster (approximate median/MAD by groupBy; 0 when MAD is 0);
     * `cluster_outlier` bool: cluster_z > `outlier_z` (3.5, Iglewicz-Hoaglin);
-    * `map_x`, `map_y` double: Spark ML `PCA(k=2)` fitted on all rows.
+    * `map_x`, `map_y` double: the first two principal components.
 
-    The result is persisted (and counted) so the input is read once; call
-    `.unpersist()` on it when done. The rows are laid out by `id` in a number
-    of partitions set by the row count, because KMeans' seeded k-means|| start
-    samples per partition: the same embeddings give the same clusters on a
-    laptop and on a cluster.
+    k-means and PCA are fitted on the driver on at most `fit_sample` rows
+    (chosen by a seeded hash of the id, ordered by id: the same embeddings give
+    the same clusters on a laptop and on a cluster, whatever the partitioning),
+    then every row is assigned on the executors. Driver memory and fit time are
+    bounded by the sample, not by the row count; Spark ML's iterative KMeans
+    costs one Spark job per iteration, about a minute even for a few hundred
+    rows. The result is persisted (and counted); `.unpersist()` it when done.
     """
-    spark = df.sparkSession
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
     n = df.count()
-    base = (df.withColumn("_features", array_to_vector(F.col("vector").cast(ArrayType(DoubleType()))))
-            .repartition(max(1, math.ceil(n / ROWS_PER_KMEANS_PARTITION)), "id").sortWithinPartitions("id")
-            .persist(StorageLevel.MEMORY_AND_DISK))
-    try:
-        base.count()
-        if n == 0:
-            return (df.withColumn("cluster", F.lit(None).cast("int"))
-                    .withColumn("centroid_distance", F.lit(None).cast("double"))
-                    .withColumn("cluster_z", F.lit(None).cast("double"))
-                    .withColumn("cluster_outlier", F.lit(None).cast("boolean"))
-                    .withColumn("map_x", F.lit(None).cast("double"))
-                    .withColumn("map_y", F.lit(None).cast("double")))
-        k = min(default_k(n) if k is None else int(k), n)
-        if k >= 2:
-            model = KMeans(k=k, seed=seed, maxIter=max_iter, distanceMeasure="cosine",
-                           featuresCol="_features", predictionCol="_cluster").fit(base)
-            assigned = model.transform(base)
-            centres = [(i, [float(x) for x in c]) for i, c in enumerate(model.clusterCenters())]
-        else:  # one row: its own cluster, its own centre
-            assigned = base.withColumn("_cluster", F.lit(0))
-            first = base.select(vector_to_array("_features")).first()[0]
-            centres = [(0, list(first))]
-        centres_df = spark.createDataFrame(centres, StructType([
-            StructField("_cluster", IntegerType(), False), StructField("_centre", ArrayType(DoubleType()), False)]))
-        pca = PCA(k=2, inputCol="_features", outputCol="_map").fit(base)
-        scored = (pca.transform(assigned)
-                  .withColumn("_cluster", F.col("_cluster").cast("int"))
-                  .join(F.broadcast(centres_df), "_cluster")
-                  .withColumn("centroid_distance",
-                              cosine_distance(vector_to_array("_features"), F.col("_centre")).cast("double"))
-                  .withColumn("_map_arr", vector_to_array("_map")))
-        medians = scored.groupBy("_cluster").agg(
-            F.percentile_approx("centroid_distance", 0.5, 10000).alias("_median"))
-        scored = scored.join(medians, "_cluster")
-        mads = scored.groupBy("_cluster").agg(
-            F.percentile_approx(F.abs(F.col("centroid_distance") - F.col("_median")), 0.5, 10000).alias("_mad"))
-        z = F.when(F.col("_mad") > 0, 0.6745 * (F.col("centroid_distance") - F.col("_median")) / F.col("_mad")) \
-            .when(F.col("centroid_distance").isNotNull(), F.lit(0.0))
-        result = (scored.join(mads, "_cluster")
-                  .withColumn("cluster", F.col("_cluster"))
-                  .withColumn("cluster_z", z.cast("double"))
-                  .withColumn("cluster_outlier", F.col("cluster_z") > F.lit(float(outlier_z)))
-                  .withColumn("map_x", F.col("_map_arr")[0].cast("double"))
-                  .withColumn("map_y", F.col("_map_arr")[1].cast("double"))
-                  .select(*df.columns, *ADDED_COLUMNS)
-                  .persist(StorageLevel.MEMORY_AND_DISK))
-        result.count()
-        return result
-    finally:
-        base.unpersist()
+    fraction = min(1.0, 1.5 * fit_sample / max(n, 1))
+    picked = df if fraction >= 1.0 else df.filter(
+        (F.xxhash64(F.lit(seed), "id").bitwiseAND(0x7FFFFFFF) / F.lit(float(0x7FFFFFFF))) < fraction)
+    sample = picked.select("id", "vector").orderBy("id").limit(fit_sample).toPandas()
+    if sample.empty:
+        return _without_clusters(df)
+    matrix = _normalised(np.stack(sample["vector"].to_numpy()))
+    k = max(1, min(default_k(n) if k is None else int(k), len(matrix)))
+    if k >= 2:
+        centres = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(matrix).cluster_centers_
+    else:
+        centres = matrix.mean(axis=0, keepdims=True)
+    centres = _normalised(centres)
+    pca = PCA(n_components=min(2, matrix.shape[1], len(matrix)), random_state=seed).fit(matrix)
+
+    def assign(frames):
+        import pandas as pd
+
+        for frame in frames:
+            if frame.empty:
+                continue
+            vectors = _normalised(np.stack(frame["vector"].to_numpy()))
+            distance = 1.0 - vectors @ centres.T
+            nearest = distance.argmin(axis=1)
+            xy = pca.transform(vectors)
+            if xy.shape[1] < 2:
+                xy = np.hstack([xy, np.zeros((len(xy), 2 - xy.shape[1]))])
+            yield pd.DataFrame({"id": frame["id"], "cluster": nearest.astype("int32"),
+                                "centroid_distance": distance[np.arange(len(frame)), nearest].astype(float),
+                                "map_x": xy[:, 0].astype(float), "map_y": xy[:, 1].astype(float)})
+
+    assigned = df.select("id", "vector").mapInPandas(
+        assign, "id long, cluster int, centroid_distance double, map_x double, map_y double")
+    scored = df.join(assigned, "id")
+    medians = scored.groupBy("cluster").agg(F.percentile_approx("centroid_distance", 0.5, 10000).alias("_median"))
+    scored = scored.join(F.broadcast(medians), "cluster")
+    mads = scored.groupBy("cluster").agg(
+        F.percentile_approx(F.abs(F.col("centroid_distance") - F.col("_median")), 0.5, 10000).alias("_mad"))
+    z = F.when(F.col("_mad") > 0, 0.6745 * (F.col("centroid_distance") - F.col("_median")) / F.col("_mad")) \
+        .when(F.col("centroid_distance").isNotNull(), F.lit(0.0))
+    result = (scored.join(F.broadcast(mads), "cluster")
+              .withColumn("cluster_z", z.cast("double"))
+              .withColumn("cluster_outlier", F.col("cluster_z") > F.lit(float(outlier_z)))
+              .select(*df.columns, *ADDED_COLUMNS)
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    result.count()
+    return result
+
+
+def _normalised(matrix):
+    import numpy as np
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+def _without_clusters(df: DataFrame) -> DataFrame:
+    out = df
+    for name, kind in (("cluster", "int"), ("centroid_distance", "double"), ("cluster_z", "double"),
+                       ("cluster_outlier", "boolean"), ("map_x", "double"), ("map_y", "double")):
+        out = out.withColumn(name, F.lit(None).cast(kind))
+    return out
 
 
 def cluster_makeup(clustered: DataFrame, by: list[str]) -> DataFrame:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
 from jobs.runtime import RunContext
 from schemas.curate import INCLUSION, REVIEW_QUEUE
+from schemas.pixels import FINDINGS
 from udfs.review import diversified_order
 
 SEVERITY_WEIGHT = {"exclude": 1.0, "review": 0.5, "annotate": 0.1}
@@ -32,9 +34,29 @@ OBJECT_COLUMNS = ["path", "sop_instance_uid", "series_instance_uid", "study_inst
                   "site", "modality", "manufacturer", "body_part_examined", "size_bytes"]
 
 
+STAGE = "curate"
+# What each earlier table adds to the decisions; a missing one is named in run_notes.
+CONTRIBUTIONS = {
+    "ingest_errors": "the objects that could not be read",
+    "pixel_stats": "pixel quality, decoding and exact-duplicate findings",
+    "series": "series geometry and localizer findings",
+    "anatomy": "the content check (IRRELEVANT_CONTENT), the region model's findings and uncertainty",
+    "duplicates": "near duplicates (NEAR_DUPLICATE)",
+    "clusters": "embedding outliers and the outlier score",
+}
+
+
 def run(ctx: RunContext, tracker, say=print) -> dict:
     started = time.monotonic()
     store = ctx.store
+    if not store.exists("instances"):
+        ctx.note(STAGE, "missing_table", "skipped: no `instances` table; run `triage ingest` first",
+                 level="error", say=say)
+        return {}
+    missing = [name for name in CONTRIBUTIONS if not store.exists(name)]
+    if missing:
+        ctx.note(STAGE, "missing_table", "decided without " + "; ".join(
+            f"`{name}` ({CONTRIBUTIONS[name]})" for name in missing), say=say)
     objects = listed_objects(store).persist(StorageLevel.MEMORY_AND_DISK)
     # read once, used twice (the series rule and the decisions)
     found = with_severity(all_evidence(ctx, objects), ctx.settings["curate.severity"]) \
@@ -55,7 +77,6 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     say(f"curate: done ({counts['seconds']} s) {counts}")
     tracker.metrics({f"curate.{k}": v for k, v in counts.items()})
     return counts
-
 
 
 # -- what was listed ----------------------------------------------------------
@@ -116,16 +137,30 @@ def all_evidence(ctx: RunContext, objects: DataFrame) -> DataFrame:
     return out
 
 
+def relevance_udf(expected_modalities: list[str], expected_regions: list[str]):
+    @F.pandas_udf(FINDINGS)
+    def findings(modality: pd.Series, body_part: pd.Series, study: pd.Series, series: pd.Series,
+                 protocol: pd.Series) -> pd.Series:
+        from udfs.relevance import header_findings
+        return pd.Series([header_findings(*values, expected_modalities, expected_regions)
+                          for values in zip(modality, body_part, study, series, protocol)])
+    return findings
+
+
 def header_evidence(instances: DataFrame, settings) -> DataFrame:
-    """Rules on header values alone: UNEXPECTED_MODALITY, PHI_PRESENT, BURNED_IN_ANNOTATION."""
-    expected = [m.upper() for m in settings.expect.modalities]
+    """Rules on header values alone: UNEXPECTED_MODALITY, UNEXPECTED_ANATOMY and
+    ANATOMY_HEADER_MISMATCH on image objects (udfs/relevance.py), PHI_PRESENT,
+    BURNED_IN_ANNOTATION."""
+    from udfs.relevance import normalised_regions
+
     curate = settings.curate
+    relevance = relevance_udf([m.upper() for m in settings.expect.modalities],
+                              normalised_regions(settings.anatomy.expected_regions))
+    images = instances.filter(F.coalesce("has_pixel_data", F.lit(True)))
+    parts = [_findings(images.select("path", relevance(
+        "modality", "body_part_examined", "study_description", "series_description", "protocol_name")
+        .alias("findings")), "instances")]
     modality = F.upper(F.trim(F.coalesce("modality", F.lit(""))))
-    unexpected = _evidence(instances.filter(~modality.isin(expected)), F.lit("UNEXPECTED_MODALITY"),
-                           "instance", "instances", F.lit(None), F.lit(None),
-                           F.concat(F.lit("modality '"), F.coalesce("modality", F.lit("")),
-                                    F.lit(f"' not in expect.modalities {expected}")))
-    parts = [unexpected]
     if settings.privacy.declared_deidentified:
         phi = instances.filter(F.size(F.coalesce("identifiers_present", F.array())) > 0)
         parts.append(_evidence(phi, F.lit("PHI_PRESENT"), "instance", "instances",
@@ -183,15 +218,25 @@ def series_exclusions(objects: DataFrame, evidence: DataFrame, curate) -> DataFr
 
 # -- decisions and priority ---------------------------------------------------
 
+SCORE_COLUMNS = {"uncertainty": "double", "outlier": "double", "predicted_region": "string", "cluster": "int"}
+
+
 def instance_scores(store) -> DataFrame | None:
-    """DataFrame[path, uncertainty, outlier, predicted_region, cluster] from anatomy and clusters."""
-    scores = None
+    """DataFrame[path, uncertainty, outlier, predicted_region, cluster] from anatomy
+    and clusters, whichever exist (the other columns null); None without both."""
+    parts = []
     if store.exists("anatomy"):
-        scores = store.read("anatomy").select("path", F.col("entropy").alias("uncertainty"), "predicted_region")
+        parts.append(store.read("anatomy").select("path", F.col("entropy").alias("uncertainty"),
+                                                  "predicted_region"))
     if store.exists("clusters"):
-        clusters = store.read("clusters").select("path", (F.lit(1.0) - F.col("outlier_score")).alias("outlier"),
-                                                 "cluster")
-        scores = clusters if scores is None else scores.join(clusters, "path", "full")
+        parts.append(store.read("clusters").select(
+            "path", (F.lit(1.0) - F.col("outlier_score")).alias("outlier"), "cluster"))
+    if not parts:
+        return None
+    scores = parts[0] if len(parts) == 1 else parts[0].join(parts[1], "path", "full")
+    for name, kind in SCORE_COLUMNS.items():
+        if name not in scores.columns:
+            scores = scores.withColumn(name, F.lit(None).cast(kind))
     return scores
 
 

@@ -1,8 +1,8 @@
 """Embed stage: one L2-normalised image embedding per instance, computed in
-batches by `mapInPandas` over file paths, then anatomy inference on them.
+batches by `mapInPandas` over file paths.
 
 Reads `instances` (and `pixel_stats` when present, to skip objects whose
-pixels cannot be decoded); writes `embeddings` and `anatomy`. The encoder is
+pixels cannot be decoded); writes `embeddings`. The encoder is
 loaded once per Python worker; images are read and preprocessed on a thread
 pool while the model runs the previous batch (udfs/embedding.py).
 """
@@ -13,7 +13,6 @@ import time
 
 from pyspark.sql import DataFrame, functions as F
 
-from jobs import anatomy
 from jobs.runtime import RunContext
 from schemas.embedding import EMBEDDED, EMBEDDINGS
 
@@ -23,6 +22,10 @@ ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 def run(ctx: RunContext, tracker, say=print) -> dict:
     started = time.monotonic()
+    if not ctx.store.exists("instances"):
+        ctx.note("embed", "missing_table", "skipped: no `instances` table; run `triage ingest` first",
+                 level="error", say=say)
+        return {}
     targets = embeddable(ctx)
     count = targets.count()
     say(f"embed: {count} instances with {ctx.settings.embed.encoder} "
@@ -43,7 +46,6 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     failed = stored.filter(F.col("embedding").isNull()).count()
     say(f"embed: wrote {EMBEDDINGS_TABLE} ({time.monotonic() - started:.1f} s, {failed} without a vector)")
     counts = {"embedded": count - failed, "embedding_errors": failed}
-    counts.update(anatomy.infer(ctx, tracker, stored, say))
     counts["seconds"] = round(time.monotonic() - started, 2)
     tracker.metrics({f"embed.{k}": v for k, v in counts.items()})
     return counts

@@ -25,6 +25,11 @@ from schemas.neighbors import CLUSTER_MAKEUP, CLUSTERS, DUPLICATES, NEIGHBORS
 def run(ctx: RunContext, tracker, say=print) -> dict:
     started = time.monotonic()
     settings = ctx.settings.neighbors
+    for table in ("instances", "embeddings", "pixel_stats"):
+        if not ctx.store.exists(table):
+            ctx.note("neighbors", "missing_table", f"skipped: no `{table}` table (did the earlier stage run?); "
+                     "no near duplicates, outliers or clusters", say=say)
+            return {}
     try:
         with_umap = use_umap(ctx.settings.clusters.map)
     except ValueError as exc:
@@ -49,7 +54,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         ctx.store.write(ctx.stamp(duplicate_groups(ctx, pairs, vectors), DUPLICATES),
                         "duplicates", mode="overwrite")
         scored = outlier_scores(pairs, vectors, settings.outlier_iqr_fence, settings.outlier_min_group)
-        clustered = cluster_embeddings(scored, k=ctx.settings.clusters.k)
+        clustered = cluster_embeddings(scored, k=ctx.settings.clusters.k, fit_sample=ctx.settings.clusters.fit_sample)
         mapped = (umap_map(clustered, ctx.settings.clusters.map_sample, epochs=ctx.settings.clusters.umap_epochs)
                   if with_umap else clustered.withColumn("umap_x", F.lit(None).cast("double"))
                   .withColumn("umap_y", F.lit(None).cast("double")))

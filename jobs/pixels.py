@@ -32,6 +32,10 @@ INPUT_COLUMNS = ["path", "sop_instance_uid", "series_instance_uid", "site", "mod
 def run(ctx: RunContext, tracker, say=print) -> dict:
     started = time.monotonic()
     settings = ctx.settings
+    if not ctx.store.exists("instances"):
+        ctx.note("pixels", "missing_table", "skipped: no `instances` table; run `triage ingest` first",
+                 level="error", say=say)
+        return {}
     instances = ctx.store.read("instances")
     count = instances.count()
     say(f"pixels: measuring {count} instances")

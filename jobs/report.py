@@ -50,6 +50,7 @@ def run(ctx, tracker, say=print) -> dict:
 
     report = {
         "title": "DICOM delivery triage report",
+        "notes": stage_notes(store),
         "subtitle": (f"run {ctx.run_id} · output {ctx.settings.output} · generated "
                      f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"),
         "overview": overview(tables, conf),
@@ -68,6 +69,16 @@ def run(ctx, tracker, say=print) -> dict:
     tracker.metrics({"report.bytes": len(page), "report.seconds": seconds})
     say(f"report: {path} ({len(page) / 1e6:.1f} MB, {seconds} s)")
     return {"path": path, "bytes": len(page), "seconds": seconds}
+
+
+def stage_notes(store) -> pd.DataFrame | None:
+    """Each stage's latest run notes (a few rows per stage)."""
+    from jobs.notes import latest
+
+    notes = latest(store)
+    if notes is None:
+        return None
+    return notes.select("stage", "level", "topic", "message", "run_id").toPandas()
 
 
 def report_path(settings, store) -> str:

@@ -38,8 +38,8 @@ TABLE_STAGE = {"instances": "ingest", "ingest_errors": "ingest", "pixel_stats": 
                "neighbors": "neighbors", "duplicates": "neighbors", "clusters": "neighbors",
                "inclusion": "curate", "review_queue": "curate"}
 
-SECTIONS = [("overview", "Overview"), ("decisions", "Decisions"), ("embedding-map", "Embedding map"),
-            ("galleries", "Galleries"), ("configuration", "Configuration")]
+SECTIONS = [("what-ran", "What ran"), ("overview", "Overview"), ("decisions", "Decisions"),
+            ("embedding-map", "Embedding map"), ("galleries", "Galleries"), ("configuration", "Configuration")]
 
 
 def esc(value) -> str:
@@ -449,6 +449,19 @@ def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
+def what_ran_section(notes: pd.DataFrame | None) -> str:
+    """Each stage's latest run: completed or failed, and what it could not do and why."""
+    if notes is None or notes.empty:
+        return note("No stage has recorded its run (an output written before run notes existed).")
+    rows = []
+    for row in notes.itertuples():
+        css = {"error": "bad", "warning": "warn"}.get(row.level, "")
+        rows.append(f'<tr class="{css}"><th class="rowname">{esc(row.stage)}</th><td>{esc(row.level)}</td>'
+                    f'<td class="message">{esc(row.message)}</td><td>{esc(row.run_id)}</td></tr>')
+    return ('<table class="notes"><thead><tr><th>stage</th><th>level</th><th>what happened</th>'
+            f'<th>run</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+
+
 def overview_section(data: Mapping | None) -> str:
     if not data or data.get("missing"):
         return missing_note((data or {}).get("missing") or ["instances"])
@@ -634,6 +647,10 @@ svg.chart .fence{stroke:#c62828;stroke-dasharray:5 3}
 svg.chart .fence-label{fill:#c62828}
 svg.chart .zero{stroke:#ccc}
 ul.reasons{margin:2px 0 6px;color:#8a1c1c}
+table.notes{border-collapse:collapse;margin:6px 0}
+table.notes td,table.notes th{border-bottom:1px solid #e5e7eb;padding:4px 8px;text-align:left;vertical-align:top}
+table.notes tr.warn td{background:#fff6e0}
+table.notes tr.bad td{background:#fde8e8}
 table.heat td.path{text-align:left;font-family:ui-monospace,monospace}
 """
 
@@ -642,6 +659,7 @@ def render_page(report: Mapping) -> str:
     """The whole page. `report` holds `title`, `subtitle`, the data of each section
     (see jobs/report.py), `settings`, `environ` and `tables` (name -> present)."""
     bodies = {
+        "what-ran": what_ran_section(report.get("notes")),
         "overview": overview_section(report.get("overview")),
         "decisions": decisions_section(report.get("decisions")),
         "embedding-map": map_section(report.get("map")),

@@ -72,6 +72,8 @@ class RunContext:
     secret: bytes
     secret_generated: bool = False
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc))
+    # (stage, level, topic, message): what a stage could not do; jobs/notes.py writes them
+    notes: list = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings) -> "RunContext":
@@ -102,6 +104,11 @@ class RunContext:
         from pyspark.sql import functions as F
         return (df.withColumn("run_id", F.lit(self.run_id)).withColumn("computed_at", F.lit(self.started_at))
                 .select(*schema.fieldNames()))
+
+    def note(self, stage: str, topic: str, message: str, level: str = "warning", say=print) -> None:
+        """Record what `stage` could not do and why (schemas/notes.py), and say it."""
+        self.notes.append((stage, level, topic, message))
+        say(f"{stage}: {message}")
 
     @property
     def storage_options(self) -> dict:

@@ -6,7 +6,8 @@ from pyspark.sql import DataFrame, functions as F
 
 # The output contract's table names (DESIGN.md), in pipeline order.
 TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embeddings", "anatomy",
-          "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue",
+          "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue", "run_notes",
+          "evaluation", "evaluation_decisions", "evaluation_cases",
           # written by `triage annotate ...`
           "annotation_assignments", "labels", "label_errors", "annotation_agreement", "annotator_agreement",
           "annotator_drift", "consensus", "label_next", "accept_predictions"]
@@ -65,6 +66,10 @@ def summary_lines(ctx, results: dict) -> list[str]:
         lines += decision_lines(ctx.store, results["curate"])
     elif results.get("pixels") or results.get("embed") or results.get("neighbors"):
         lines += findings_lines(ctx.store)
+    said = [(stage, message) for stage, level, _, message in ctx.notes if level != "info"]
+    if said:
+        lines.append("what did not run, or ran with less (table run_notes):")
+        lines += [f"  {stage}: {message}" for stage, message in said]
     if results.get("report"):
         lines.append(f"report: {results['report']['path']}")
     lines.append(f"tables: {ctx.settings.output}  "

@@ -17,12 +17,33 @@ MAX_PARAM_CHARS = 6000
 def tracking_uri(settings: Settings) -> str:
     if settings.mlflow.tracking_uri:
         return settings.mlflow.tracking_uri
+    return f"sqlite:///{(_local_store(settings) / 'mlflow.db').resolve()}"
+
+
+def _local_store(settings: Settings) -> Path:
+    """The folder of the default store: <output>/_mlflow, or the working
+    directory for bucket and catalog outputs."""
     output = settings.output or "."
     local = not ("://" in output and not output.startswith("file://")) and "." not in _catalog_part(output)
-    folder = Path(output.removeprefix("file://")) if local else Path.cwd()
-    folder = folder / "_mlflow" if local else folder
+    folder = Path(output.removeprefix("file://")) / "_mlflow" if local else Path.cwd()
     folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / 'mlflow.db').resolve()}"
+    return folder
+
+
+def _use_experiment(settings: Settings) -> None:
+    """Select the experiment; with the default store, a new experiment keeps its
+    artifacts (models, the report copy) beside the store, not in the working
+    directory where the command happened to start."""
+    import mlflow
+
+    name = settings.mlflow.experiment
+    if not settings.mlflow.tracking_uri and mlflow.get_experiment_by_name(name) is None:
+        location = (_local_store(settings) / "artifacts").resolve().as_uri()
+        try:
+            mlflow.create_experiment(name, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by another run
+            pass
+    mlflow.set_experiment(name)
 
 
 def _catalog_part(output: str) -> str:
@@ -73,7 +94,7 @@ def tracked_run(settings: Settings, run_id: str, command: str):
     for name in ("mlflow", "alembic"):  # after import: mlflow sets its own levels
         logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(settings))
-    mlflow.set_experiment(settings.mlflow.experiment)
+    _use_experiment(settings)
     with mlflow.start_run(run_name=f"{command}-{run_id}"):
         mlflow.log_params(safe_params(settings))
         mlflow.set_tags({"triage.run_id": run_id, "triage.command": command})

@@ -1,7 +1,7 @@
-"""Schemas of the embed stage's tables: `embeddings` and `anatomy`."""
+"""Schemas of the embed and anatomy stages' tables: `embeddings` and `anatomy`."""
 from __future__ import annotations
 
-from pyspark.sql.types import ArrayType, DoubleType, FloatType, MapType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, BooleanType, DoubleType, FloatType, MapType, StringType, StructField, StructType
 
 from schemas.pixels import FINDINGS, KEY_FIELDS as PIXEL_KEY_FIELDS, RUN_FIELDS
 
@@ -20,15 +20,26 @@ EMBEDDINGS = StructType(KEY_FIELDS + [f for f in EMBEDDED.fields if f.name not i
                         + RUN_FIELDS)
 
 ANATOMY = StructType(KEY_FIELDS + [
-    StructField("header_region", StringType(), True),        # from BodyPartExamined / descriptions
+    # the region the series' header names (BodyPartExamined, SeriesDescription, ProtocolName)
+    StructField("header_region", StringType(), True),
+    StructField("claims_expected", BooleanType(), True),     # header: expected modality, region expected or unnamed
+    # the region model's prediction; null without a region model (run_notes says why)
     StructField("predicted_region", StringType(), True),
     StructField("probabilities", MapType(StringType(), DoubleType()), True),
     StructField("confidence", DoubleType(), True),           # max p
     StructField("least_confidence", DoubleType(), True),     # 1 - max p
     StructField("margin", DoubleType(), True),               # p(1) - p(2)
     StructField("entropy", DoubleType(), True),              # normalised by log K, 0..1
-    StructField("irrelevance", DoubleType(), True),          # mean cosine distance to k nearest known images
+    # the content check: mean cosine distance to the k nearest images of the
+    # delivery's expected content outside the image's own series, and the fence
+    # of its group (null when the check did not run)
+    StructField("irrelevance", DoubleType(), True),
     StructField("irrelevance_threshold", DoubleType(), True),
-    StructField("model", StringType(), True),                # MLflow model URI / version used
+    StructField("fence_group", StringType(), True),
+    # of the delivery's kinds (modality, named region) that contradict the
+    # header's region, the one the image is closest to, and that distance
+    StructField("resembles", StringType(), True),
+    StructField("resembles_distance", DoubleType(), True),
+    StructField("model", StringType(), True),                # MLflow model URI used; null without one
     StructField("findings", FINDINGS, True),
 ] + RUN_FIELDS)

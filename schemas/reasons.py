@@ -17,6 +17,7 @@ REASONS: dict[str, dict[str, str]] = {
         "EXACT_DUPLICATE": "same decoded pixels as another instance (the first seen is kept)",
         "DUPLICATE_SOP_UID": "another object carries the same SOPInstanceUID",
         "NEAR_DUPLICATE": "embedding within the near-duplicate radius of another instance",
+        "NON_CONFORMANT": "readable, but breaks DICOM Part 10 (invalid VR, missing Type 1 file meta, invalid UID)",
     },
     "relevance": {
         "UNEXPECTED_MODALITY": "modality not in the expected list",

@@ -96,7 +96,7 @@ def demo_pipeline(spark, tmp_path_factory):
         args += ["--set", item]
     patch = pytest.MonkeyPatch()
     patch.setenv("TRIAGE_HMAC_SECRET", "demo-pipeline-test-secret-0123456789")
-    for stage in ("ingest", "pixels", "embed"):
+    for stage in ("ingest", "pixels", "embed", "anatomy"):
         assert triage([stage, *args]) == 0, stage
     yield SimpleNamespace(delivery=delivery, output=output, store=TableStore(spark, str(output)), args=args)
     patch.undo()

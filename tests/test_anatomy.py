@@ -1,4 +1,4 @@
-"""udfs/anatomy.py: weak labels, training, uncertainty, irrelevance, findings, persistence (no Spark)."""
+"""udfs/anatomy.py: weak labels, training, uncertainty, the model's findings, persistence (no Spark)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from udfs.anatomy import (FINDING_IRRELEVANT, FINDING_MISMATCH, FINDING_UNEXPECTED, REGIONS,
-                          InsufficientLabels, TrainedModel, anatomy_findings, coarse_region,
-                          header_region, irrelevance_score, load_model, predict_proba,
-                          regions_compatible, save_model, train_region_classifier, uncertainty)
+from udfs.anatomy import (FINDING_MISMATCH, FINDING_UNEXPECTED, REGIONS, InsufficientLabels, TrainedModel,
+                          coarse_region, find_bundle, header_region, load_model, model_findings,
+                          predict_proba, regions_compatible, save_model, train_region_classifier,
+                          uncertainty)
 
 DIM = 64
 CLUSTER_NAMES = ["head", "chest", "abdomen", "lower_extremity"]
@@ -115,7 +115,7 @@ def test_training_on_clusters(model):
     assert model.classes == sorted(CLUSTER_NAMES)
     assert metrics["accuracy"] > 0.95 and metrics["balanced_accuracy"] > 0.95
     assert set(metrics) >= {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix",
-                            "confusion_matrix_labels", "n_train", "n_test", "n_fit", "irrelevance"}
+                            "confusion_matrix_labels", "n_train", "n_test", "n_fit"}
     assert metrics["confusion_matrix_labels"] == model.classes
     matrix = np.asarray(metrics["confusion_matrix"])
     assert matrix.shape == (4, 4) and matrix.sum() == metrics["n_test"] == 4 * 30
@@ -145,7 +145,7 @@ def test_training_is_deterministic(clusters):
     X, y, _ = clusters
     a = train_region_classifier(X, y, seed=3)
     b = train_region_classifier(X, y, seed=3)
-    assert a.metrics == b.metrics and a.irrelevance_threshold == b.irrelevance_threshold
+    assert a.metrics == b.metrics
     np.testing.assert_array_equal(predict_proba(a, X[:20]), predict_proba(b, X[:20]))
 
 
@@ -209,7 +209,7 @@ def test_max_per_class_caps_deterministically():
     assert a.train_counts == {"abdomen": 50, "chest": 30, "head": 30}
     assert a.metrics["n_fit"] == 110
     assert a.metrics["per_class"]["abdomen"]["support"] == 13   # 12.5 rounded half up
-    np.testing.assert_array_equal(a.reference, b.reference)
+    np.testing.assert_array_equal(predict_proba(a, X[:40]), predict_proba(b, X[:40]))
     uncapped = train_region_classifier(X, y, max_per_class=None)
     assert uncapped.train_counts["abdomen"] == 300
 
@@ -230,8 +230,7 @@ def test_grouped_holdout_keeps_groups_apart():
     assert grouped.metrics["grouped_holdout"] and grouped.metrics["holdout_ungrouped_classes"] == []
     assert grouped.metrics["n_test"] % 10 == 0           # whole series only
     assert grouped.metrics["accuracy"] > 0.95
-    # leave-one-series-out calibration: sibling slices do not make the fence tight
-    assert grouped.irrelevance_threshold > plain.irrelevance_threshold
+    assert not plain.metrics["grouped_holdout"]
     with pytest.raises(ValueError, match="groups"):
         train_region_classifier(X, y, groups=groups[:-1])
 
@@ -258,96 +257,55 @@ def test_uncertainty_edge_shapes():
     assert two["margin"][0] == pytest.approx(0.0)
 
 
-# -------------------------------------------------------------------- irrelevance
-def test_irrelevance_separates_far_cluster(model, clusters):
-    _, _, centres = clusters
-    rng = np.random.default_rng(11)
-    threshold = model.irrelevance_threshold
-    assert 0 < threshold < 1
-    assert len(model.reference) == 480 and model.irrelevance_k == 5
-    fresh = np.vstack([cluster_points(c, 50, rng) for c in centres])
-    assert (irrelevance_score(model, fresh) < threshold).all()
-    far = cluster_points(unit(rng.normal(size=DIM)), 50, rng)
-    assert (irrelevance_score(model, far) > threshold).all()
-    # zero / non-finite vectors are "like nothing known"
-    odd = np.vstack([np.zeros(DIM), np.full(DIM, np.nan)])
-    np.testing.assert_allclose(irrelevance_score(model, odd), [1.0, 1.0])
-    info = model.metrics["irrelevance"]
-    assert info["threshold"] == pytest.approx(threshold)
-    assert info["threshold"] == pytest.approx(info["q3"] + 3 * (info["q3"] - info["q1"]))
-
-
-def test_reference_is_capped_and_class_balanced():
-    X, y, _ = make_clusters(n_per_class=30, names=["head", "chest"])
-    X_big, y_big, _ = make_clusters(n_per_class=400, names=["abdomen"], seed=1)
-    model = train_region_classifier(np.vstack([X, X_big]), y + y_big, max_per_class=None,
-                                    max_reference=120)
-    assert model.reference.shape == (120, DIM) and model.reference.dtype == np.float32
-    labels = model.pipeline.predict(model.reference)
-    assert {c: int((labels == c).sum()) for c in model.classes} == {"abdomen": 60, "chest": 30, "head": 30}
-    np.testing.assert_allclose(np.linalg.norm(model.reference, axis=1), 1.0, atol=1e-5)
-
-
 # ----------------------------------------------------------------------- findings
 def codes(findings):
     return [f["code"] for f in findings]
 
 
-def test_irrelevant_suppresses_the_others():
-    findings = anatomy_findings("knee", 0.99, "chest", irrelevance=0.9, threshold=0.4,
-                                expected_regions=["chest"])
-    assert codes(findings) == [FINDING_IRRELEVANT]
-    # The header's own region is still judged: it does not depend on the prediction.
-    with_header = anatomy_findings("knee", 0.99, "head", irrelevance=0.9, threshold=0.4,
-                                   expected_regions=["chest"])
-    assert codes(with_header) == [FINDING_IRRELEVANT, FINDING_UNEXPECTED]
-    assert findings[0]["score"] == 0.9 and findings[0]["threshold"] == 0.4
-    assert set(findings[0]) == {"code", "score", "threshold", "detail"}
-    assert anatomy_findings("chest", 0.99, "chest", 0.4, 0.4, ["chest"]) == []   # equal is not above
-
-
 def test_unexpected_anatomy():
-    found = anatomy_findings("head", 0.6, None, 0.1, 0.4, ["chest", "abdomen"])
+    found = model_findings("head", 0.9, None, ["chest", "abdomen"])
     assert codes(found) == [FINDING_UNEXPECTED]
-    assert found[0]["score"] == 0.6 and found[0]["threshold"] is None and "head" in found[0]["detail"]
-    assert anatomy_findings("chest", 0.6, None, 0.1, 0.4, ["Chest"]) == []
-    assert anatomy_findings("head", 0.6, None, 0.1, 0.4, []) == []
-    assert anatomy_findings("head", 0.6, None, 0.1, 0.4, None) == []
+    assert found[0]["score"] == 0.9 and found[0]["threshold"] == 0.8 and "head" in found[0]["detail"]
+    assert set(found[0]) == {"code", "score", "threshold", "detail"}
+    assert model_findings("head", 0.79, None, ["chest"]) == []                   # not confident
+    assert model_findings("chest", 0.9, None, ["Chest"]) == []
+    assert model_findings("head", 0.9, None, []) == []
+    assert model_findings("head", 0.9, None, None) == []
+    assert model_findings(None, None, "head", ["chest"]) == []
     # coarse / fine: a knee is an expected extremity, a coarse "extremity" an expected leg
-    assert anatomy_findings("lower_extremity", 0.9, None, 0.1, 0.4, ["extremity"]) == []
-    assert anatomy_findings("extremity", 0.9, None, 0.1, 0.4, ["lower_extremity"]) == []
-    assert anatomy_findings("chest", 0.9, None, 0.1, 0.4, ["whole_body"]) == []
-    assert codes(anatomy_findings("whole_body", 0.9, None, 0.1, 0.4, ["chest"])) == [FINDING_UNEXPECTED]
+    assert model_findings("lower_extremity", 0.9, None, ["extremity"]) == []
+    assert model_findings("extremity", 0.9, None, ["lower_extremity"]) == []
+    assert model_findings("chest", 0.9, None, ["whole_body"]) == []
+    assert codes(model_findings("whole_body", 0.9, None, ["chest"])) == [FINDING_UNEXPECTED]
 
 
 def test_header_mismatch():
-    found = anatomy_findings("head", 0.95, "chest", 0.1, 0.4, None)
+    found = model_findings("head", 0.95, "chest", None)
     assert codes(found) == [FINDING_MISMATCH]
     assert found[0]["score"] == 0.95 and found[0]["threshold"] == 0.8
-    assert anatomy_findings("head", 0.79, "chest", 0.1, 0.4, None) == []          # not confident
-    assert codes(anatomy_findings("head", 0.8, "chest", 0.1, 0.4, None)) == [FINDING_MISMATCH]
-    assert anatomy_findings("head", 0.95, None, 0.1, 0.4, None) == []             # header unknown
-    assert anatomy_findings("head", 0.95, "head", 0.1, 0.4, None) == []
+    assert model_findings("head", 0.79, "chest", None) == []          # not confident
+    assert codes(model_findings("head", 0.8, "chest", None)) == [FINDING_MISMATCH]
+    assert model_findings("head", 0.95, None, None) == []             # header unknown
+    assert model_findings("head", 0.95, "head", None) == []
     # both findings at once
-    assert codes(anatomy_findings("head", 0.95, "chest", 0.1, 0.4, ["chest"])) == [
-        FINDING_UNEXPECTED, FINDING_MISMATCH]
-    # the header's region must be one the model can predict
+    assert codes(model_findings("head", 0.95, "chest", ["chest"])) == [FINDING_UNEXPECTED, FINDING_MISMATCH]
+    # the header's region must be one the model can judge
     classes = ["chest", "head", "lower_extremity"]
-    assert anatomy_findings("head", 0.95, "breast", 0.1, 0.4, None, classes=classes) == []
-    assert codes(anatomy_findings("head", 0.95, "chest", 0.1, 0.4, None, classes=classes)) == [FINDING_MISMATCH]
-    assert codes(anatomy_findings("head", 0.95, "extremity", 0.1, 0.4, None, classes=classes)) == [
+    assert model_findings("head", 0.95, "breast", None, classes=classes) == []
+    assert codes(model_findings("head", 0.95, "chest", None, classes=classes)) == [FINDING_MISMATCH]
+    assert codes(model_findings("head", 0.95, "extremity", None, classes=classes)) == [
         FINDING_MISMATCH]   # coarse header, fine class
+    assert codes(model_findings("head", 0.95, "chest", None, min_confidence=0.99)) == []
 
 
 def test_header_mismatch_region_compatibility():
     for predicted, header in [("lower_extremity", "extremity"), ("extremity", "upper_extremity"),
                               ("chest", "whole_body"), ("whole_body", "pelvis"),
                               ("abdomen", "chest"), ("spine", "abdomen")]:   # adjacent
-        assert anatomy_findings(predicted, 0.99, header, 0.1, 0.4, None) == [], (predicted, header)
-    assert codes(anatomy_findings("abdomen", 0.99, "chest", 0.1, 0.4, None, adjacent_compatible=False)) == [
+        assert model_findings(predicted, 0.99, header, None) == [], (predicted, header)
+    assert codes(model_findings("abdomen", 0.99, "chest", None, adjacent_compatible=False)) == [
         FINDING_MISMATCH]
-    assert codes(anatomy_findings("upper_extremity", 0.99, "lower_extremity", 0.1, 0.4, None)) == [
-        FINDING_MISMATCH]
+    assert codes(model_findings("upper_extremity", 0.99, "lower_extremity", None)) == [FINDING_MISMATCH]
 
 
 def test_regions_compatible():
@@ -364,33 +322,41 @@ def test_regions_compatible():
 def test_save_load_round_trip(model, clusters, tmp_path):
     X, _, _ = clusters
     folder = save_model(model, str(tmp_path / "bundle"))
-    assert sorted(os.listdir(folder)) == ["classifier.joblib", "metadata.json", "reference.npy"]
+    assert sorted(os.listdir(folder)) == ["classifier.joblib", "metadata.json"]
     loaded = load_model(folder)
     assert isinstance(loaded, TrainedModel)
     np.testing.assert_array_equal(predict_proba(loaded, X), predict_proba(model, X))
-    np.testing.assert_array_equal(irrelevance_score(loaded, X[:50]), irrelevance_score(model, X[:50]))
-    assert loaded.classes == model.classes
-    assert loaded.irrelevance_threshold == model.irrelevance_threshold
+    assert loaded.classes == model.classes and loaded.dim == DIM
     assert loaded.metrics == model.metrics
     assert (loaded.label_source, loaded.label_counts, loaded.train_counts, loaded.dropped_classes) == (
         model.label_source, model.label_counts, model.train_counts, model.dropped_classes)
 
 
-def test_unexpected_header_region_the_model_cannot_judge():
-    from udfs.anatomy import anatomy_findings
-    findings = anatomy_findings("chest", 0.6, "abdomen", 0.1, 0.5, ["head", "chest"],
-                                classes=["head", "chest"])
-    assert [f["code"] for f in findings] == ["UNEXPECTED_ANATOMY"]
-    assert "header region 'abdomen'" in findings[0]["detail"]
-    # When the model knows the region, its prediction decides instead.
-    assert anatomy_findings("chest", 0.6, "abdomen", 0.1, 0.5, ["head", "chest"],
-                            classes=["head", "chest", "abdomen"]) == []
+def test_find_bundle_whatever_the_logged_folder_is_called(model, tmp_path):
+    """MLflow stores a logged folder under its own (temporary) name."""
+    save_model(model, str(tmp_path / "artifacts" / "tmpab12cd"))
+    assert find_bundle(str(tmp_path)) == str(tmp_path / "artifacts" / "tmpab12cd")
+    with pytest.raises(FileNotFoundError, match="no anatomy model"):
+        find_bundle(str(tmp_path / "artifacts" / "elsewhere"))
 
 
-def test_cross_fitting_and_class_fences():
-    """A labelled image is judged by a model that did not see its group, and
-    each well-represented class gets its own irrelevance fence."""
-    from udfs.anatomy import irrelevance_score, predict_proba, train_region_classifier
+def test_version_1_bundles_still_load(model, clusters, tmp_path):
+    """Bundles of the first format also held an irrelevance reference; they load."""
+    folder = save_model(model, str(tmp_path / "v1"))
+    meta = json.loads((tmp_path / "v1" / "metadata.json").read_text())
+    meta.update(format_version=1, irrelevance_threshold=0.3, irrelevance_k=5, reference_groups=None)
+    (tmp_path / "v1" / "metadata.json").write_text(json.dumps(meta))
+    np.save(tmp_path / "v1" / "reference.npy", np.zeros((3, DIM), dtype=np.float32))
+    X, _, _ = clusters
+    np.testing.assert_array_equal(predict_proba(load_model(folder), X[:5]), predict_proba(model, X[:5]))
+    meta["format_version"] = 99
+    (tmp_path / "v1" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unsupported"):
+        load_model(folder)
+
+
+def test_cross_fitting():
+    """A labelled image is judged by a model that did not see its group."""
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(3, 32))
     X = np.concatenate([centres[i] + 0.05 * rng.normal(size=(40, 32)) for i in range(3)])
@@ -401,7 +367,4 @@ def test_cross_fitting_and_class_fences():
     model = train_region_classifier(X, y, groups=groups, keys=keys)
     probs = predict_proba(model, X[:10], keys=keys[:10])
     assert model.classes[int(np.argmax(probs[5]))] == "head", "out-of-fold prediction ignores the bad label"
-    assert set(model.class_thresholds) == {"head", "chest", "pelvis"}
-    assert all(t >= model.irrelevance_threshold for t in model.class_thresholds.values())
-    far = irrelevance_score(model, -X[:3], groups=["new"] * 3)
-    assert (far > max(model.class_thresholds.values())).all()
+    assert len(model.out_of_fold) == len(y)

@@ -1,13 +1,12 @@
 """Body-region classification on image embeddings, pure numpy / pandas / sklearn.
 
 Every instance carries an L2-normalised image embedding (jobs/embed.py). A
-small classifier on top predicts the body region; its output drives three
-findings (schemas/reasons.py):
-
-- UNEXPECTED_ANATOMY: the prediction is outside the configured expected regions;
-- ANATOMY_HEADER_MISMATCH: a confident prediction contradicts the header's region;
-- IRRELEVANT_CONTENT: the image is far from everything medical the model knows
-  (photographs, screenshots, test patterns stored as DICOM).
+small classifier on top predicts the body region. Its confident predictions
+add two findings for images whose header claims expected content
+(`model_findings`): UNEXPECTED_ANATOMY (predicted outside the expected
+regions) and ANATOMY_HEADER_MISMATCH (predicted region contradicts the
+header's). Header rules and the content check that need no classifier are in
+udfs/relevance.py.
 
 Region vocabulary (`REGIONS`): deliberately small, so weak labels from headers
 have enough examples per class and a linear classifier can separate them.
@@ -41,20 +40,8 @@ mismatch rule are for.
 Classifier: StandardScaler + multinomial LogisticRegression (lbfgs,
 class_weight="balanced") - fast, convex, deterministic and reasonably well
 calibrated, which matters because the confidence gates a finding and feeds the
-active-learning uncertainty scores (`uncertainty`, see /work/shared/METHODS.md).
+active-learning uncertainty scores (`uncertainty`, docs/relevance.md).
 
-Irrelevance ("far from everything medical the model knows"): a class-balanced
-reference subsample of the training embeddings (<= 2000 vectors) is kept with
-the model. A vector's score is its mean cosine distance to its k = 5 nearest
-reference vectors (cleanlab's OOD score uses the same statistic with k = 10).
-The threshold is calibrated on the reference itself with leave-one-out k-NN
-distances: Q3 + 3 * IQR. 3 (Tukey's "far out" fence, also CleanVision's odd
-size fence) rather than 1.5: the reference distances are right-skewed (rare
-views, unusual patients are legitimately a bit farther out), and 1.5 * IQR
-would flag a few percent of perfectly medical images in every delivery; 3 *
-IQR keeps false alarms to the genuinely foreign content, which sits far out
-(cosine distance close to 1 against distances of ~0.1-0.3 among medical images).
-Nothing is hard-coded: the fence moves with the embedding model and the data.
 """
 from __future__ import annotations
 
@@ -94,13 +81,10 @@ FINDING_IRRELEVANT = "IRRELEVANT_CONTENT"
 FINDING_UNEXPECTED = "UNEXPECTED_ANATOMY"
 FINDING_MISMATCH = "ANATOMY_HEADER_MISMATCH"
 
-DEFAULT_K = 5               # neighbours of the irrelevance score
-DEFAULT_MAX_REFERENCE = 2000
-IQR_FENCE = 3.0             # threshold = Q3 + IQR_FENCE * IQR (see module docstring)
-FORMAT_VERSION = 1
-
-
-MIN_CLASS_REFERENCE = 5  # reference rows a class needs for its own irrelevance fence
+# 2: the classifier alone. Version 1 bundles also held an irrelevance
+# reference, which is now the delivery's own (udfs/relevance.py); they load.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 
 
 def _key(text: str) -> str:
@@ -266,38 +250,25 @@ class TrainedModel:
     """A trained region classifier with everything inference needs.
 
     `pipeline` is the sklearn Pipeline (StandardScaler + LogisticRegression);
-    `classes` its class order (the columns of `predict_proba`). `reference` holds
-    the L2-normalised reference embeddings of the irrelevance score,
-    `irrelevance_threshold` its calibrated fence, `irrelevance_k` its k.
+    `classes` its class order (the columns of `predict_proba`).
     `label_counts`: labels per class as given; `train_counts`: per class after
     the cap (what the final model was fitted on); `dropped_classes`: classes
-    left out for too few labels, with their counts."""
+    left out for too few labels, with their counts. `out_of_fold`: for every
+    training row (by key), probabilities from a model that did not see its
+    group (cross-fitting), so a labelled image is never judged by a model that
+    memorised its own label."""
     pipeline: Any
     classes: list[str]
-    reference: np.ndarray
-    irrelevance_threshold: float
-    irrelevance_k: int = DEFAULT_K
     metrics: dict = field(default_factory=dict)
     label_source: str | None = None
     label_counts: dict[str, int] = field(default_factory=dict)
     train_counts: dict[str, int] = field(default_factory=dict)
     dropped_classes: dict[str, int] = field(default_factory=dict)
-    # Cross-fitting: probabilities of every training row from a model that did
-    # not see its group (key → probs), and the group of every reference row, so
-    # a labelled image is never judged by a model that memorised its own label.
     out_of_fold: dict[str, list[float]] = field(default_factory=dict)
-    reference_groups: list[str] | None = None
-    # Fence per predicted class where the class has enough reference rows: a
-    # region seen in one series only is naturally farther from its neighbours
-    # than one seen in hundreds, and must not look "irrelevant" for that.
-    class_thresholds: dict[str, float] = field(default_factory=dict)
-
-    def threshold_for(self, region: str | None) -> float:
-        return float(self.class_thresholds.get(region, self.irrelevance_threshold))
 
     @property
     def dim(self) -> int:
-        return int(self.reference.shape[1])
+        return int(self.pipeline.named_steps["scale"].n_features_in_)
 
 
 def _as_matrix(X, dim: int | None = None) -> np.ndarray:
@@ -309,11 +280,6 @@ def _as_matrix(X, dim: int | None = None) -> np.ndarray:
     if dim is not None and X.shape[0] and X.shape[1] != dim:
         raise ValueError(f"embeddings have {X.shape[1]} dimensions, the model expects {dim}")
     return X
-
-
-def _l2_normalise(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > 0, norms, 1.0)
 
 
 def _make_pipeline(seed: int):
@@ -364,7 +330,6 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
                             ignore_rare_classes: bool = True, test_fraction: float = 0.25,
                             seed: int = 0, max_per_class: int | None = 2000, *,
                             groups: list | None = None, label_source: str | None = None,
-                            k: int = DEFAULT_K, max_reference: int = DEFAULT_MAX_REFERENCE,
                             keys: list | None = None, folds: int = 5) -> TrainedModel:
     """Train and evaluate a body-region classifier on embeddings `X` [N, D] with labels `y`.
 
@@ -376,19 +341,16 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
        (at least 1, and at least 1 left for training, else InsufficientLabels).
     4. Fit on the training part, evaluate on the hold-out (`metrics`), then
        refit on all capped rows - the returned model has seen every label.
-    5. Irrelevance reference and threshold from the capped rows (module docstring).
-    6. With `keys` (one per row, e.g. the path): out-of-fold probabilities of
+    5. With `keys` (one per row, e.g. the path): out-of-fold probabilities of
        every kept row from `folds` group-wise folds (cross-fitting). Weak labels
        come from the same delivery the model then judges; without this, an
        image whose header lies is predicted by a model trained on that lie.
     `groups` (optional, one per row, e.g. SeriesInstanceUID): slices of one
     series are near duplicates, so a row-level split leaks them into the
-    hold-out and inflates its metrics, and leave-one-out irrelevance distances
-    find a sibling slice at distance ~0 and calibrate a too-tight fence. With
-    groups, whole groups go to the hold-out (per class, until its share is
-    reached; a class with a single group falls back to a row split and is
-    listed in metrics["holdout_ungrouped_classes"]) and the calibration leaves
-    the whole group out. Deterministic for a given `seed`."""
+    hold-out and inflates its metrics. With groups, whole groups go to the
+    hold-out (per class, until its share is reached; a class with a single
+    group falls back to a row split and is listed in
+    metrics["holdout_ungrouped_classes"]). Deterministic for a given `seed`."""
     X = _as_matrix(X)
     labels = [None if _text(v) is None else _text(v).lower() for v in y]
     if len(labels) != X.shape[0]:
@@ -469,33 +431,11 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
     fitted = [str(c) for c in pipeline.classes_]
     assert fitted == classes, (fitted, classes)
 
-    ref_rows = _reference_sample(y_arr, classes, max_reference, rng)
-    reference = _l2_normalise(X[ref_rows])
-    loo = _knn_mean_distance(reference, reference, k, exclude_self=True,
-                             groups=None if g_arr is None else np.unique(g_arr[ref_rows].astype(str),
-                                                                         return_inverse=True)[1])
-    q1, median, q3 = (float(v) for v in np.percentile(loo, [25, 50, 75]))
-    threshold = q3 + IQR_FENCE * (q3 - q1)
-    metrics["irrelevance"] = {"k": int(min(k, len(reference) - 1)), "reference_size": int(len(reference)),
-                              "q1": q1, "median": median, "q3": q3, "iqr_fence": IQR_FENCE,
-                              "threshold": float(threshold),
-                              "reference_flagged_fraction": float(np.mean(loo > threshold))}
-    class_thresholds = {}
-    ref_labels = y_arr[ref_rows]
-    for cls in classes:
-        distances = loo[ref_labels == cls]
-        if len(distances) >= MIN_CLASS_REFERENCE:
-            c1, c3 = np.percentile(distances, [25, 75])
-            class_thresholds[cls] = float(max(threshold, c3 + IQR_FENCE * (c3 - c1)))
-    metrics["irrelevance"]["class_thresholds"] = class_thresholds
     out_of_fold = {} if k_arr is None else _out_of_fold(
         X, y_arr, g_arr if g_arr is not None else k_arr, k_arr, classes, folds, seed)
-    return TrainedModel(pipeline=pipeline, classes=classes, reference=reference.astype(np.float32),
-                        irrelevance_threshold=float(threshold), irrelevance_k=int(k), metrics=metrics,
-                        label_source=label_source, label_counts=label_counts,
-                        train_counts=train_counts, dropped_classes=dict(sorted(rare.items())),
-                        out_of_fold=out_of_fold, class_thresholds=class_thresholds,
-                        reference_groups=None if g_arr is None else [str(g) for g in g_arr[ref_rows]])
+    return TrainedModel(pipeline=pipeline, classes=classes, metrics=metrics, label_source=label_source,
+                        label_counts=label_counts, train_counts=train_counts,
+                        dropped_classes=dict(sorted(rare.items())), out_of_fold=out_of_fold)
 
 
 def _out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, keys: np.ndarray,
@@ -517,7 +457,7 @@ def _out_of_fold(X: np.ndarray, y: np.ndarray, groups: np.ndarray, keys: np.ndar
     return {str(key): [float(p) for p in row] for key, row in zip(keys, probs) if np.isfinite(row).all()}
 
 
-# -------------------------------------------------------------- irrelevance / k-NN
+# ------------------------------------------------------------------ hold-out split
 def _group_holdout(idx: np.ndarray, groups: np.ndarray, n_test: int,
                    rng: np.random.Generator) -> np.ndarray | None:
     """Rows of whole groups (random order) until >= n_test, leaving at least
@@ -534,77 +474,6 @@ def _group_holdout(idx: np.ndarray, groups: np.ndarray, n_test: int,
         if taken >= n_test:
             break
     return np.concatenate(chosen)
-
-
-def _reference_sample(y: np.ndarray, classes: list[str], max_reference: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    """Row indices of at most `max_reference` rows, balanced over classes: an
-    even share per class, the share of small classes handed on to the larger
-    ones. Balanced so that a rare region's images are not "far from everything
-    known"."""
-    if len(y) <= max_reference:
-        return np.arange(len(y))
-    by_class = {cls: np.flatnonzero(y == cls) for cls in classes}
-    quota = dict.fromkeys(classes, 0)
-    left, open_classes = max_reference, list(classes)
-    while left > 0 and open_classes:
-        share = max(1, left // len(open_classes))
-        for cls in list(open_classes):
-            take = min(share, len(by_class[cls]) - quota[cls], left)
-            quota[cls] += take
-            left -= take
-            if quota[cls] >= len(by_class[cls]):
-                open_classes.remove(cls)
-            if left == 0:
-                break
-    chosen = [np.sort(rng.choice(by_class[cls], size=quota[cls], replace=False)) for cls in classes]
-    return np.sort(np.concatenate(chosen))
-
-
-def _knn_mean_distance(X: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool = False,
-                       groups: np.ndarray | None = None, chunk: int = 1024,
-                       query_groups: np.ndarray | None = None) -> np.ndarray:
-    """Mean cosine distance of each row of X (L2-normalised) to its k nearest
-    reference rows; with `exclude_self` X is the reference and each row's own
-    entry is skipped (leave-one-out), with `groups` (one per reference row)
-    every row of its own group (leave-one-group-out; a row with fewer than k
-    others outside its group counts the missing ones at the maximum distance 2)."""
-    reference = np.asarray(reference, dtype=np.float32)
-    k = min(k, len(reference) - (1 if exclude_self else 0))
-    if k < 1:
-        return np.zeros(len(X))
-    out = np.empty(len(X))
-    for start in range(0, len(X), chunk):
-        block = np.asarray(X[start:start + chunk], dtype=np.float32)
-        distance = 1.0 - block @ reference.T
-        if exclude_self:
-            rows = np.arange(len(block))
-            distance[rows, start + rows] = np.inf
-            if groups is not None:
-                distance[groups[start:start + len(block), None] == groups[None, :]] = np.inf
-        elif query_groups is not None and groups is not None:
-            distance[query_groups[start:start + len(block), None] == groups[None, :]] = np.inf
-        nearest = np.partition(distance, k - 1, axis=1)[:, :k]
-        out[start:start + len(block)] = np.clip(nearest, 0.0, 2.0).mean(axis=1)
-    return out
-
-
-def irrelevance_score(model: TrainedModel, X: np.ndarray, groups: list | None = None) -> np.ndarray:
-    """Mean cosine distance of each embedding to its k nearest reference
-    embeddings [N]; compare with `model.irrelevance_threshold`. Rows that are
-    all zero or not finite score 1 (no similarity to anything). With `groups`
-    (e.g. each row's series), reference rows of the row's own group are left
-    out, as in the threshold's calibration: an image is not "known" because
-    it, or its own series, is in the reference set."""
-    X = _as_matrix(X, model.dim)
-    bad = ~np.isfinite(X).all(axis=1) | (np.linalg.norm(np.nan_to_num(X), axis=1) == 0)
-    use_groups = groups is not None and model.reference_groups is not None
-    scores = _knn_mean_distance(
-        _l2_normalise(np.where(bad[:, None], 0.0, X)), model.reference, model.irrelevance_k,
-        groups=np.array(model.reference_groups, dtype=object) if use_groups else None,
-        query_groups=np.array([str(g) for g in groups], dtype=object) if use_groups else None)
-    scores[bad] = 1.0
-    return scores
 
 
 # ------------------------------------------------------------------- prediction
@@ -655,73 +524,50 @@ def _finding(code: str, score: float | None, threshold: float | None, detail: st
             "threshold": None if threshold is None else float(threshold), "detail": detail}
 
 
-def anatomy_findings(predicted: str, confidence: float, header_region: str | None, irrelevance: float,
-                     threshold: float, expected_regions: list[str] | None,
-                     mismatch_min_confidence: float = 0.8, *, classes: Iterable[str] | None = None,
-                     adjacent_compatible: bool = True) -> list[dict]:
-    """Findings of one instance, dicts {code, score, threshold, detail}.
+def knows_region(classes: Iterable[str] | None, region: str) -> bool:
+    """Whether a model with these classes can confirm or refute `region`: one of
+    its classes, or a coarse parent or fine child of one."""
+    return classes is None or any(c == region or COARSE.get(c) == region or COARSE.get(region) == c
+                                  for c in classes)
 
-    IRRELEVANT_CONTENT  irrelevance > threshold; reported ALONE (the predicted
-                        anatomy of a photograph is meaningless).
-    UNEXPECTED_ANATOMY  `expected_regions` non-empty and the prediction is not
-                        one of them (a fine region counts under its expected
-                        coarse parent or whole_body, a coarse prediction under
-                        an expected fine child); score = confidence. Also when
-                        the header's region is unexpected and the model has no
-                        class for it (`classes` given), so cannot judge it.
-    ANATOMY_HEADER_MISMATCH
-                        the header names a region the model can predict (one
-                        of `classes`, or a coarse parent / fine child of one;
-                        not checked when `classes` is None), it is not
-                        compatible with the prediction (`regions_compatible`,
-                        adjacent regions tolerated unless
-                        `adjacent_compatible=False`), and confidence >=
-                        `mismatch_min_confidence`; score = confidence.
-    With IRRELEVANT_CONTENT only the header-based UNEXPECTED_ANATOMY is kept."""
-    expected = [str(r).strip().lower() for r in (expected_regions or []) if _text(r)]
-    header = _text(header_region)
-    header = header.lower() if header else None
 
-    def is_expected(region: str) -> bool:
-        return any(_covers(e, region) or COARSE.get(e) == region for e in expected)
+def model_findings(predicted: str | None, confidence: float | None, header_region: str | None,
+                   expected_regions: list[str] | None, min_confidence: float = 0.8, *,
+                   classes: Iterable[str] | None = None, adjacent_compatible: bool = True) -> list[dict]:
+    """The region model's findings for one image whose header claims expected
+    content, dicts {code, score, threshold, detail}; only predictions at least
+    `min_confidence` sure count (score = confidence).
 
-    if irrelevance is not None and threshold is not None and irrelevance > threshold:
-        # The predicted anatomy of a photograph is meaningless: only what the
-        # header itself says can still be judged.
-        findings = [_finding(FINDING_IRRELEVANT, irrelevance, threshold,
-                             f"mean cosine distance {irrelevance:.3f} to the nearest known images exceeds "
-                             f"the calibrated fence {threshold:.3f}")]
-        if expected and header and not is_expected(header):
-            findings.append(_finding(FINDING_UNEXPECTED, None, None,
-                                     f"header region '{header}' is not among the expected regions {expected}"))
-        return findings
-    findings: list[dict] = []
+    UNEXPECTED_ANATOMY      `expected_regions` non-empty and the prediction is
+                            not within one of them (a fine region counts under
+                            its expected coarse parent or whole body, a coarse
+                            prediction under an expected fine child).
+    ANATOMY_HEADER_MISMATCH the header names a region the model can judge
+                            (`knows_region`) and the prediction contradicts it
+                            (`regions_compatible`; anatomical neighbours are
+                            tolerated unless `adjacent_compatible=False`)."""
     if predicted is None or confidence is None or (isinstance(confidence, float) and math.isnan(confidence)):
-        return findings
-    if expected and not is_expected(predicted):
-        findings.append(_finding(FINDING_UNEXPECTED, confidence, None,
+        return []
+    if confidence < min_confidence:
+        return []
+    expected = [str(r).strip().lower() for r in (expected_regions or []) if _text(r)]
+    findings: list[dict] = []
+    if expected and not any(_covers(e, predicted) or COARSE.get(e) == predicted for e in expected):
+        findings.append(_finding(FINDING_UNEXPECTED, confidence, min_confidence,
                                  f"predicted '{predicted}' (p={confidence:.2f}) is not among the "
                                  f"expected regions {expected}"))
-    elif expected and header and not is_expected(header) and classes is not None and not any(
-            c == header or COARSE.get(c) == header or COARSE.get(header) == c for c in classes):
-        # The model never saw this region (too few labels), so it cannot confirm
-        # or refute the header: the header's own unexpected region is reported.
-        findings.append(_finding(FINDING_UNEXPECTED, None, None,
-                                 f"header region '{header}' is not among the expected regions "
-                                 f"{expected}, and the model has no class for it"))
-    if header is not None and confidence >= mismatch_min_confidence:
-        known = classes is None or any(c == header or COARSE.get(c) == header or COARSE.get(header) == c
-                                       for c in classes)
-        if known and not regions_compatible(header, predicted, adjacent=adjacent_compatible):
-            findings.append(_finding(FINDING_MISMATCH, confidence, mismatch_min_confidence,
-                                     f"predicted '{predicted}' (p={confidence:.2f}) contradicts the "
-                                     f"header's region '{header}'"))
+    header = _text(header_region)
+    header = header.lower() if header else None
+    if header is not None and knows_region(classes, header) and not regions_compatible(
+            header, predicted, adjacent=adjacent_compatible):
+        findings.append(_finding(FINDING_MISMATCH, confidence, min_confidence,
+                                 f"predicted '{predicted}' (p={confidence:.2f}) contradicts the "
+                                 f"header's region '{header}'"))
     return findings
 
 
 # ---------------------------------------------------------------- serialisation
 CLASSIFIER_FILE = "classifier.joblib"
-REFERENCE_FILE = "reference.npy"
 METADATA_FILE = "metadata.json"
 
 
@@ -739,35 +585,38 @@ def _jsonable(value):
 
 def save_model(model: TrainedModel, folder: str) -> str:
     """Write the model to `folder` (created): classifier.joblib (the sklearn
-    pipeline), reference.npy (float32 reference vectors) and metadata.json
-    (classes, threshold, k, metrics, label source, counts, library versions).
-    Returns the folder; log it as an MLflow artifact / pyfunc bundle."""
+    pipeline) and metadata.json (classes, metrics, label source, counts,
+    out-of-fold probabilities, library versions). Returns the folder; log it
+    as an MLflow artifact / pyfunc bundle."""
     import joblib
     import sklearn
 
     os.makedirs(folder, exist_ok=True)
     joblib.dump(model.pipeline, os.path.join(folder, CLASSIFIER_FILE))
-    np.save(os.path.join(folder, REFERENCE_FILE), np.asarray(model.reference, dtype=np.float32),
-            allow_pickle=False)
     metadata = {
         "format_version": FORMAT_VERSION,
         "classes": list(model.classes),
-        "irrelevance_threshold": float(model.irrelevance_threshold),
-        "irrelevance_k": int(model.irrelevance_k),
         "label_source": model.label_source,
         "label_counts": model.label_counts,
         "train_counts": model.train_counts,
         "dropped_classes": model.dropped_classes,
         "metrics": model.metrics,
         "out_of_fold": model.out_of_fold,
-        "class_thresholds": model.class_thresholds,
-        "reference_groups": model.reference_groups,
         "regions": list(REGIONS),
         "versions": {"sklearn": sklearn.__version__, "numpy": np.__version__},
     }
     with open(os.path.join(folder, METADATA_FILE), "w", encoding="utf-8") as handle:
         json.dump(_jsonable(metadata), handle, indent=2, sort_keys=True)
     return folder
+
+
+def find_bundle(folder: str) -> str:
+    """The folder under `folder` (itself included) that holds a saved model:
+    MLflow keeps a logged folder under its own name, whatever it was called."""
+    for root, _, files in sorted(os.walk(folder)):
+        if METADATA_FILE in files and CLASSIFIER_FILE in files:
+            return root
+    raise FileNotFoundError(f"no anatomy model ({METADATA_FILE} and {CLASSIFIER_FILE}) under {folder}")
 
 
 def load_model(folder: str) -> TrainedModel:
@@ -777,24 +626,19 @@ def load_model(folder: str) -> TrainedModel:
 
     with open(os.path.join(folder, METADATA_FILE), encoding="utf-8") as handle:
         metadata = json.load(handle)
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_FORMATS:
         raise ValueError(f"{folder}: unsupported anatomy model format {metadata.get('format_version')}")
     saved_with = metadata.get("versions", {}).get("sklearn")
     if saved_with and saved_with != sklearn.__version__:
         warnings.warn(f"anatomy model saved with scikit-learn {saved_with}, loading with "
                       f"{sklearn.__version__}", stacklevel=2)
     pipeline = joblib.load(os.path.join(folder, CLASSIFIER_FILE))
-    reference = np.load(os.path.join(folder, REFERENCE_FILE), allow_pickle=False)
     classes = list(metadata["classes"])
     if [str(c) for c in pipeline.classes_] != classes:
         raise ValueError(f"{folder}: classifier classes {list(pipeline.classes_)} != metadata {classes}")
-    return TrainedModel(pipeline=pipeline, classes=classes, reference=reference,
-                        irrelevance_threshold=float(metadata["irrelevance_threshold"]),
-                        irrelevance_k=int(metadata["irrelevance_k"]), metrics=metadata["metrics"],
+    return TrainedModel(pipeline=pipeline, classes=classes, metrics=metadata["metrics"],
                         label_source=metadata.get("label_source"),
                         label_counts=metadata.get("label_counts", {}),
                         train_counts=metadata.get("train_counts", {}),
                         dropped_classes=metadata.get("dropped_classes", {}),
-                        out_of_fold=metadata.get("out_of_fold", {}),
-                        class_thresholds=metadata.get("class_thresholds", {}),
-                        reference_groups=metadata.get("reference_groups"))
+                        out_of_fold=metadata.get("out_of_fold", {}))

@@ -54,8 +54,10 @@ CONVENTIONS = {
                        "light noise); duplicate_of names the original",
     "no_pixel_data": "objects without pixel data (SR, raw data) list only NO_PIXEL_DATA",
     "unexpected": "UNEXPECTED_MODALITY is listed on every image whose Modality is not in "
-                  "expectations.modalities; UNEXPECTED_ANATOMY on CT/MR images of a region "
-                  "outside expectations.body_regions",
+                  "expectations.modalities; UNEXPECTED_ANATOMY on every image whose series header "
+                  "(BodyPartExamined, SeriesDescription, ProtocolName) names a region outside "
+                  "expectations.body_regions; IRRELEVANT_CONTENT and ANATOMY_HEADER_MISMATCH only "
+                  "on images whose header claims expected content",
     "single_slices": "a CT/MR Image Storage object alone in its series with a position "
                      "also lists TOO_FEW_SLICES",
     "true_region": "head, neck, chest, abdomen, pelvis, extremity, whole_body, or none "

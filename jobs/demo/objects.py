@@ -198,56 +198,58 @@ def _kept_encoding(d: Delivery, study: dcm.Study, label: str, name: str, *, moda
 
 
 def ultrasound_still(d: Delivery, study: dcm.Study) -> Item:
-    """UNEXPECTED_MODALITY: an ultrasound still (small parts, with the machine's
-    burned-in text), original JPEG 2000 lossless encoding."""
+    """UNEXPECTED_MODALITY / UNEXPECTED_ANATOMY: an ultrasound still of the neck
+    (small parts, with the machine's burned-in text), original JPEG 2000
+    lossless encoding."""
     return _kept_encoding(d, study, "pydicom-data", "US1_J2KR.dcm", modality="US",
                           sop_class=dcm.US_IMAGE, scanner=study.site.scanners["US"],
                           description="US SMALL PARTS", body_part="NECK", true_region="neck",
                           category="UNEXPECTED_MODALITY", burned_in=True,
-                          reasons=("UNEXPECTED_MODALITY", "BURNED_IN_ANNOTATION"))
+                          reasons=("UNEXPECTED_MODALITY", "UNEXPECTED_ANATOMY", "BURNED_IN_ANNOTATION"))
 
 
 def ultrasound_cine(d: Delivery, study: dcm.Study) -> Item:
-    """UNEXPECTED_MODALITY: a 2-frame obstetric ultrasound clip, palette colour,
-    original RLE encoding, burned-in text."""
+    """UNEXPECTED_MODALITY / UNEXPECTED_ANATOMY: a 2-frame obstetric ultrasound
+    clip (pelvis), palette colour, original RLE encoding, burned-in text."""
     return _kept_encoding(d, study, "pydicom-data", "OBXXXX1A_rle_2frame.dcm", modality="US",
                           sop_class=dcm.US_MULTIFRAME, scanner=study.site.scanners["US"],
                           description="OB 2D CINE", body_part="PELVIS", true_region="pelvis",
                           category="UNEXPECTED_MODALITY", burned_in=True,
-                          reasons=("UNEXPECTED_MODALITY", "BURNED_IN_ANNOTATION"),
+                          reasons=("UNEXPECTED_MODALITY", "UNEXPECTED_ANATOMY", "BURNED_IN_ANNOTATION"),
                           note="multi-frame (2 frames), palette colour")
 
 
 def cookie_photo(d: Delivery, study: dcm.Study, name: str, scanner: Scanner) -> Item:
-    """UNEXPECTED_MODALITY / IRRELEVANT_CONTENT: a phone photo (of cookies) imported
-    into PACS as an OT Secondary Capture, original JPEG baseline encoding."""
+    """UNEXPECTED_MODALITY: a phone photo (of cookies) imported into PACS as an OT
+    Secondary Capture, original JPEG baseline encoding. Its header already says
+    it is not expected content, so the content check does not judge it."""
     return _kept_encoding(d, study, "deid-data", f"dicom-cookies/{name}", modality="OT",
                           sop_class=dcm.SECONDARY_CAPTURE, scanner=scanner,
                           description="Imported photo", true_region="none",
                           category="UNEXPECTED_MODALITY",
-                          reasons=("UNEXPECTED_MODALITY", "IRRELEVANT_CONTENT"),
+                          reasons=("UNEXPECTED_MODALITY",),
                           note="colour photograph stored as DICOM")
 
 
 def qa_pattern(d: Delivery, study: dcm.Study) -> Item:
-    """UNEXPECTED_MODALITY / IRRELEVANT_CONTENT: a monitor test pattern (colour bars)
-    stored as an OT Secondary Capture in the patient's study."""
+    """UNEXPECTED_MODALITY: a monitor test pattern (colour bars) stored as an OT
+    Secondary Capture in the patient's study."""
     return _kept_encoding(d, study, "pydicom-data", "SC_rgb.dcm", modality="OT",
                           sop_class=dcm.SECONDARY_CAPTURE, scanner=study.site.scanners["OT"],
                           description="QA pattern", true_region="none",
                           category="UNEXPECTED_MODALITY",
-                          reasons=("UNEXPECTED_MODALITY", "IRRELEVANT_CONTENT"))
+                          reasons=("UNEXPECTED_MODALITY",))
 
 
 def nm_bone_scan(d: Delivery, study: dcm.Study) -> Item:
-    """UNEXPECTED_MODALITY: a nuclear-medicine whole-body bone scan (NM), original
-    JPEG lossless encoding."""
+    """UNEXPECTED_MODALITY / UNEXPECTED_ANATOMY: a nuclear-medicine whole-body bone
+    scan (NM), original JPEG lossless encoding."""
     scanner = Scanner("NM", "GE MEDICAL SYSTEMS", "Infinia Hawkeye 4", "GMHNM1", "2.5", "NM2231")
     return _kept_encoding(d, study, "pydicom-data", "JPEG-LL.dcm", modality="NM",
                           sop_class=dcm.SECONDARY_CAPTURE, scanner=scanner,
                           description="WB BONE ANT/POST", body_part="WHOLEBODY",
                           true_region="whole_body", category="UNEXPECTED_MODALITY",
-                          reasons=("UNEXPECTED_MODALITY",))
+                          reasons=("UNEXPECTED_MODALITY", "UNEXPECTED_ANATOMY"))
 
 
 def smiley_labelled_ct_head(d: Delivery, study: dcm.Study) -> Item:
