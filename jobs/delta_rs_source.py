@@ -32,8 +32,9 @@ from deltalake.transaction import (AddAction, CommitProperties, Transaction,
                                    create_table_with_add_actions)
 from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourceReader,
                                     InputPartition, WriterCommitMessage)
-from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
+
+from jobs.arrow_schema import to_arrow_schema
 
 NAME = "triage_delta"
 # Longer strings get no min/max stats: exact bounds would bloat the log.

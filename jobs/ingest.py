@@ -15,9 +15,9 @@ import time
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, functions as F
-from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import StructType
 
+from jobs.arrow_schema import to_arrow_schema
 from jobs.config import require
 from jobs.runtime import RunContext, header_policy
 from jobs.storage import Listed, list_objects

@@ -10,12 +10,17 @@ the same columns as a live listing (jobs/ingest.py LISTING).
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
 from jobs.config import ConfigError
 from jobs.storage import filesystem, full_uri
-from udfs.inventory import INVENTORY_SCHEMA, column_names, is_inventory_file, missing_columns, read_inventory
+from udfs.inventory import column_names, is_inventory_file, missing_columns, read_inventory
 
 SETTING = "ingest.inventory"
+# INVENTORY_SCHEMA as Spark sees it (a timestamp with a zone is a Spark TIMESTAMP)
+INVENTORY_SPARK_SCHEMA = StructType([
+    StructField("path", StringType()), StructField("size_bytes", LongType()),
+    StructField("modified_at", TimestampType()), StructField("etag", StringType())])
 
 
 def inventory_files(uri: str, storage_options: dict) -> list[str]:
@@ -63,12 +68,10 @@ def root_prefix(root: str, storage_options: dict) -> str:
 def inventory_listing(spark, uri: str, root: str, storage_options: dict, ignore_names,
                       ignore_prefixes) -> DataFrame:
     """Objects under `root` from the inventory at `uri`, as a live listing would give them."""
-    from pyspark.sql.pandas.types import from_arrow_schema
-
     files = inventory_files(uri, storage_options)
     prefix = root_prefix(root, storage_options)
     read = (spark.createDataFrame([(f,) for f in files], "file string").repartition(len(files))
-            .mapInArrow(_reader(dict(storage_options or {})), from_arrow_schema(INVENTORY_SCHEMA)))
+            .mapInArrow(_reader(dict(storage_options or {})), INVENTORY_SPARK_SCHEMA))
     parts = F.split(F.col("relative_path"), "/")
     listing = (read.filter(F.col("path").startswith(prefix) & F.col("size_bytes").isNotNull())
                .withColumn("relative_path", F.expr(f"substring(path, {len(prefix) + 1})"))

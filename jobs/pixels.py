@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
-from pyspark.sql.pandas.types import to_arrow_schema
 
+from jobs.arrow_schema import to_arrow_schema
 from jobs.runtime import RunContext
 from schemas.pixels import PIXEL_MEASURES, PIXEL_STATS, SERIES
 from udfs.geometry import GeometryRules, series_geometry
