@@ -42,6 +42,16 @@ class NotBuilt(Exception):
     pass
 
 
+class VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from jobs.versions import version_lines
+        print("\n".join(version_lines()))
+        parser.exit()
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", action="append", default=argparse.SUPPRESS, metavar="FILE",
                         help="YAML settings file (local path or URI); may repeat")
@@ -53,6 +63,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triage", description="Triage a DICOM delivery on Spark.")
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the package, Python, pyspark and Delta writer versions and exit")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary, issue in STAGES:
@@ -138,6 +150,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                                     storage_options=settings.storage.options)
         print(f"demo delivery written to {args.out}: {summary}")
         return 0
+    from jobs.versions import unsupported
+    problem = unsupported()
+    if problem:  # before any work: the lock, MLflow and Spark all come later
+        raise EnvironmentProblem(problem)
     if args.command == "demo":
         return _demo(args)
     settings = settings_from(args)

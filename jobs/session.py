@@ -61,6 +61,11 @@ def cluster_master(settings: Settings) -> str | None:
 def get_spark(settings: Settings):
     from pyspark.sql import SparkSession
 
+    from jobs.versions import unsupported
+
+    problem = unsupported()
+    if problem:
+        raise EnvironmentProblem(problem)
     active = SparkSession.getActiveSession()
     if active is not None:  # Databricks notebooks/jobs, tests, a second stage in one process
         return active
