@@ -26,6 +26,7 @@ from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 from jobs.config import ConfigError
 from jobs.runtime import RunContext
 from schemas.embedding import ANATOMY
+from udfs.relevance import ACQUISITION_COLUMNS
 
 STAGE = "anatomy"
 ANATOMY_TABLE = "anatomy"
@@ -42,15 +43,19 @@ HEADER_CLAIM = StructType([StructField("header_region", StringType()),
 
 
 def header_claim_udf(expected_modalities: list[str], expected_regions: list[str]):
+    """The series' region and whether the header claims expected content; an
+    image whose acquisition attributes contradict its Modality claims nothing
+    (curate reports it from the header: udfs.relevance.foreign_acquisition)."""
     @F.pandas_udf(HEADER_CLAIM)
     def claim(modality: pd.Series, body_part: pd.Series, study: pd.Series, series: pd.Series,
-              protocol: pd.Series) -> pd.DataFrame:
-        from udfs.relevance import claims_expected, series_region
+              protocol: pd.Series, *acquisition: pd.Series) -> pd.DataFrame:
+        from udfs.relevance import claims_expected, foreign_acquisition, series_region
 
         return pd.DataFrame({
             "header_region": [series_region(b, d, p) for b, d, p in zip(body_part, series, protocol)],
             "claims_expected": [claims_expected(m, b, d, p, expected_modalities, expected_regions)
-                                for m, b, d, p in zip(modality, body_part, series, protocol)]})
+                                and not foreign_acquisition(m, *a)
+                                for m, b, d, p, *a in zip(modality, body_part, series, protocol, *acquisition)]})
     return claim
 
 
@@ -66,7 +71,7 @@ def with_header_claim(instances: DataFrame, settings) -> DataFrame:
 
     modalities = [m.upper() for m in settings.expect.modalities]
     claim = header_claim_udf(modalities, normalised_regions(settings.anatomy.expected_regions))(
-        F.col("modality"), *[F.col(c) for c in HEADER_TEXT])
+        F.col("modality"), *[F.col(c) for c in HEADER_TEXT], *[F.col(c) for c in ACQUISITION_COLUMNS])
     return (instances.withColumn("_claim", claim)
             .withColumn("header_region", F.col("_claim.header_region"))
             .withColumn("claims_expected", F.col("_claim.claims_expected")).drop("_claim"))
@@ -110,19 +115,29 @@ def embedded_rows(ctx: RunContext) -> DataFrame:
     """Embedded instances with their header claim and whether a pixel finding
     explains how they look."""
     store = ctx.store
-    headers = with_header_claim(store.read("instances").select("path", "modality", *HEADER_TEXT), ctx.settings)
+    instances = store.read("instances").select("path", "modality", "image_type", "burned_in_annotation",
+                                               *HEADER_TEXT, *ACQUISITION_COLUMNS)
+    headers = with_header_claim(instances, ctx.settings)
     rows = (store.read("embeddings").filter(F.col("embedding").isNotNull())
             .select("path", "sop_instance_uid", "series_instance_uid", "site", "embedding")
-            .join(headers.select("path", "modality", "header_region", "claims_expected"), "path", "left"))
+            .join(headers.select("path", "modality", "header_region", "claims_expected", "image_type",
+                                 "burned_in_annotation"), "path", "left"))
+    text = F.upper(F.coalesce("burned_in_annotation", F.lit(""))) == "YES"
     defect = F.lit(False)
     if store.exists("pixel_stats"):
-        defects = (store.read("pixel_stats")
-                   .filter(F.exists("findings", lambda f: f["code"].isin(*PIXEL_DEFECTS)))
-                   .select("path", F.lit(True).alias("_defect")))
-        rows = rows.join(defects, "path", "left")
+        pixel = (store.read("pixel_stats")
+                 .select("path", F.exists("findings", lambda f: f["code"].isin(*PIXEL_DEFECTS)).alias("_defect"),
+                         F.exists("findings", lambda f: f["code"] == "BURNED_IN_ANNOTATION").alias("_text")))
+        rows = rows.join(pixel, "path", "left")
         defect = F.coalesce(F.col("_defect"), F.lit(False))
-    return rows.withColumn("pixel_defect", defect).drop("_defect") \
-        .withColumn("claims_expected", F.coalesce("claims_expected", F.lit(False)))
+        text = text | F.coalesce(F.col("_text"), F.lit(False))
+    # A display capture (a secondary image with text burned in: a viewer's
+    # screen save) looks unlike acquisitions because of its overlays and
+    # windowing; it is reported as BURNED_IN_ANNOTATION, not judged by content.
+    capture = F.coalesce(F.array_contains("image_type", "SECONDARY"), F.lit(False)) & text
+    return (rows.withColumn("pixel_defect", defect | capture)
+            .drop("_defect", "_text", "image_type", "burned_in_annotation")
+            .withColumn("claims_expected", F.coalesce("claims_expected", F.lit(False))))
 
 
 def content_reference(ctx: RunContext, rows: DataFrame) -> dict:
@@ -176,8 +191,8 @@ def score(ctx: RunContext, rows: DataFrame, reference: dict | None, model, uri: 
                 content = content_scores(vectors, groups, batch["modality"].to_numpy(dtype=object),
                                          batch["header_region"].to_numpy(dtype=object), reference, k)
                 out["irrelevance"] = content["score"].astype(float)
-                out["resembles"] = content["other_kind"]
-                out["resembles_distance"] = content["other_distance"].astype(float)
+                out["resembles"] = content["resembles"]
+                out["resembles_distance"] = content["resembles_distance"].astype(float)
             if model is None:
                 for key in ("predicted_region", "probabilities", "confidence", "least_confidence", "margin",
                             "entropy", "model"):
@@ -222,9 +237,9 @@ def with_findings(scored: DataFrame, settings, checked: bool) -> DataFrame:
     judged = judgeable & F.col("irrelevance").isNotNull()
     table = with_fences(scored, judged, list(content.group_by), content.min_group_size, content.iqr_fence,
                         content.min_distance)
-    # each kind's fence (modality and named region, over the delivery), for `resembles`
+    # each named region's fence over the delivery (all modalities), for `resembles`
     kinds = (scored.filter(judged & F.col("header_region").isNotNull())
-             .groupBy(F.concat_ws(" ", F.coalesce("modality", F.lit("?")), "header_region").alias("resembles"))
+             .groupBy(F.col("header_region").alias("resembles"))
              .agg(F.percentile_approx("irrelevance", [0.25, 0.75], 10000).alias("_kq")))
     kind_fence = F.greatest(F.lit(float(content.min_distance)),
                             F.col("_kq")[1] + F.lit(float(content.iqr_fence)) * (F.col("_kq")[1] - F.col("_kq")[0]))
@@ -235,8 +250,8 @@ def with_findings(scored: DataFrame, settings, checked: bool) -> DataFrame:
     mismatch = F.struct(
         F.lit("ANATOMY_HEADER_MISMATCH").alias("code"), F.col("resembles_distance").alias("score"),
         F.col("_kind_fence").alias("threshold"),
-        F.format_string("the header names region '%s', but the image is like the delivery's %s images "
-                        "(mean cosine distance %.3f, fence %.3f)%s", F.col("header_region"),
+        F.format_string("the header names region '%s', but the image is like the delivery's images of "
+                        "region '%s' (mean cosine distance %.3f, fence %.3f)%s", F.col("header_region"),
                         F.col("resembles"), F.col("resembles_distance"), F.col("_kind_fence"),
                         F.when(F.col("irrelevance").isNotNull(), F.format_string(
                             " and unlike those of its own kind (%.3f, fence %.3f)", F.col("irrelevance"),

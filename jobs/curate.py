@@ -140,26 +140,30 @@ def all_evidence(ctx: RunContext, objects: DataFrame) -> DataFrame:
 def relevance_udf(expected_modalities: list[str], expected_regions: list[str]):
     @F.pandas_udf(FINDINGS)
     def findings(modality: pd.Series, body_part: pd.Series, study: pd.Series, series: pd.Series,
-                 protocol: pd.Series) -> pd.Series:
+                 protocol: pd.Series, photometric: pd.Series, kvp: pd.Series, rescale_type: pd.Series,
+                 field_strength: pd.Series, echo_time: pd.Series) -> pd.Series:
         from udfs.relevance import header_findings
-        return pd.Series([header_findings(*values, expected_modalities, expected_regions)
-                          for values in zip(modality, body_part, study, series, protocol)])
+        acquisitions = (dict(photometric=p, kvp=k, rescale_type=r, field_strength=f, echo_time=e)
+                        for p, k, r, f, e in zip(photometric, kvp, rescale_type, field_strength, echo_time))
+        return pd.Series([header_findings(*values, expected_modalities, expected_regions, acquisition)
+                          for *values, acquisition in zip(modality, body_part, study, series, protocol,
+                                                          acquisitions)])
     return findings
 
 
 def header_evidence(instances: DataFrame, settings) -> DataFrame:
-    """Rules on header values alone: UNEXPECTED_MODALITY, UNEXPECTED_ANATOMY and
-    ANATOMY_HEADER_MISMATCH on image objects (udfs/relevance.py), PHI_PRESENT,
+    """Rules on header values alone: UNEXPECTED_MODALITY, UNEXPECTED_ANATOMY,
+    ANATOMY_HEADER_MISMATCH and IRRELEVANT_CONTENT by acquisition attributes on image objects (udfs/relevance.py), PHI_PRESENT,
     BURNED_IN_ANNOTATION."""
-    from udfs.relevance import normalised_regions
+    from udfs.relevance import ACQUISITION_COLUMNS, normalised_regions
 
     curate = settings.curate
     relevance = relevance_udf([m.upper() for m in settings.expect.modalities],
                               normalised_regions(settings.anatomy.expected_regions))
     images = instances.filter(F.coalesce("has_pixel_data", F.lit(True)))
     parts = [_findings(images.select("path", relevance(
-        "modality", "body_part_examined", "study_description", "series_description", "protocol_name")
-        .alias("findings")), "instances")]
+        "modality", "body_part_examined", "study_description", "series_description", "protocol_name",
+        *ACQUISITION_COLUMNS).alias("findings")), "instances")]
     modality = F.upper(F.trim(F.coalesce("modality", F.lit(""))))
     if settings.privacy.declared_deidentified:
         phi = instances.filter(F.size(F.coalesce("identifiers_present", F.array())) > 0)

@@ -36,8 +36,8 @@ ANATOMY = StructType(KEY_FIELDS + [
     StructField("irrelevance", DoubleType(), True),
     StructField("irrelevance_threshold", DoubleType(), True),
     StructField("fence_group", StringType(), True),
-    # of the delivery's kinds (modality, named region) that contradict the
-    # header's region, the one the image is closest to, and that distance
+    # of the regions the delivery's headers name that contradict this image's,
+    # the one whose images it is closest to, and that distance
     StructField("resembles", StringType(), True),
     StructField("resembles_distance", DoubleType(), True),
     StructField("model", StringType(), True),                # MLflow model URI used; null without one

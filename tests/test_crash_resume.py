@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 STAGES = [
     ("ingest", "instances", ["instances", "ingest_errors"]),
     ("pixels", "pixel_stats", ["pixel_stats", "series"]),
-    ("embed", "embeddings", ["embeddings", "anatomy"]),
+    ("embed", "embeddings", ["embeddings"]),
+    ("anatomy", "anatomy", ["anatomy"]),
     ("neighbors", "neighbors", ["neighbors", "duplicates", "clusters"]),
     ("curate", "inclusion", ["inclusion", "review_queue"]),
 ]

@@ -16,15 +16,13 @@ from jobs.config import load_settings
 pytestmark = pytest.mark.spark
 
 # Per-code floors on the demo delivery (measured: see the printed table).
-# IRRELEVANT_CONTENT: one photo sits close to real radiographs. (The DX whose
-# text is burned into its pixels only is found by the pixel check.)
-RECALL_FLOORS = {"IRRELEVANT_CONTENT": 0.8}
-# Extra flags that are right although the ground truth does not list them:
-# SR documents are an unexpected modality, ultrasound/NM show unexpected
-# anatomy, a smiley drawing is low-range and saturated. IRRELEVANT_CONTENT
-# also flags odd head slices (see tests/test_anatomy.py).
-PRECISION_FLOORS = {"IRRELEVANT_CONTENT": 0.15, "UNEXPECTED_ANATOMY": 0.4, "UNEXPECTED_MODALITY": 0.7,
-                    "LOW_DYNAMIC_RANGE": 0.6, "SATURATED": 0.75, "BURNED_IN_ANNOTATION": 0.8}
+RECALL_FLOORS: dict[str, float] = {}
+# Extra flags that are right although the ground truth does not list them or
+# are known weak spots: the demo's one 64 x 64 multi-frame brain MR (a real
+# scanner's test file, unlike every other brain of the delivery) is judged
+# foreign by the content check; an ultrasound's burned-in text trips the
+# low-range rule.
+PRECISION_FLOORS = {"IRRELEVANT_CONTENT": 0.6, "LOW_DYNAMIC_RANGE": 0.8, "BURNED_IN_ANNOTATION": 0.8}
 
 
 def ground_truth(delivery) -> tuple[dict[str, set[str]], dict[str, str], set[str]]:

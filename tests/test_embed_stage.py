@@ -1,4 +1,4 @@
-"""Embed + anatomy on the demo delivery with a real local Spark session and a
+"""Embed and anatomy on the demo delivery with a real local Spark session and a
 real MLflow store: vectors, the registered model, and the anatomy findings
 against the generator's ground truth."""
 from __future__ import annotations
@@ -61,8 +61,9 @@ def test_anatomy_findings_against_ground_truth(pipeline):
     found = defaultdict(set)
     for row in rows:
         found[row.relative_path] |= set(row.code)
-    floors = {"ANATOMY_HEADER_MISMATCH": (1.0, 0.5), "UNEXPECTED_ANATOMY": (1.0, 0.3),
-              "IRRELEVANT_CONTENT": (0.6, 0.1)}
+    # the content check and the region model (header rules are curate's); the
+    # demo's one 64 x 64 brain MR is judged foreign (tests/test_curate_stage.py)
+    floors = {"ANATOMY_HEADER_MISMATCH": (1.0, 1.0), "IRRELEVANT_CONTENT": (1.0, 0.6)}
     report, failures = [], []
     for code, (recall_floor, precision_floor) in floors.items():
         expected = {p for p, codes in expected_by_path.items() if code in codes}

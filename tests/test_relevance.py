@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from udfs import relevance
 from udfs.relevance import claims_expected, comparable, content_scores, header_findings, knn_mean_distance
 
 
@@ -106,7 +107,7 @@ def test_clean_images_are_close_and_foreign_ones_far(delivery):
     X = np.vstack([clean, photo])
     out = content_scores(X, ["new"] * 4 + ["photo"], ["MR"] * 5, ["head"] * 5, reference, k=5)
     assert out["score"][:4].max() < 0.2 < 0.6 < out["score"][4]
-    assert out["other_kind"][4] in ("CR chest", None) and out["other_distance"][4] > 0.6
+    assert out["resembles"][4] in ("chest", None) and out["resembles_distance"][4] > 0.6
 
 
 def test_a_mislabelled_image_resembles_the_kind_it_shows(delivery):
@@ -114,13 +115,14 @@ def test_a_mislabelled_image_resembles_the_kind_it_shows(delivery):
     chest = series_of(centres[1], 1, rng)          # a chest radiograph filed as brain MR
     out = content_scores(chest, ["x"], ["MR"], ["head"], reference, k=5)
     assert out["score"][0] > 0.6
-    assert out["other_kind"] == ["CR chest"] and out["other_distance"][0] < 0.2
+    assert out["resembles"] == ["chest"] and out["resembles_distance"][0] < 0.2
 
 
 def test_an_image_and_its_series_never_vouch_for_themselves(delivery):
     reference, centres, rng = delivery
     # the CT head series is the only one of its kind: nothing comparable outside it
     ct = reference["vectors"][reference["groups"] == "ct0"]
+    assert len(ct) == 8
     out = content_scores(ct, ["ct0"] * len(ct), ["CT"] * len(ct), ["head"] * len(ct), reference, k=5)
     assert np.isnan(out["score"]).all()
     # as another series it would be judged, and close
@@ -140,5 +142,42 @@ def test_knn_mean_distance_hand_checked():
     X = np.array([[1, 0]], dtype=np.float32)
     assert knn_mean_distance(X, reference, 2)[0] == pytest.approx((0 + 1) / 2)
     assert knn_mean_distance(X, reference, 2, ["a"], ["a", "b", "c"])[0] == pytest.approx((1 + 2) / 2)
-    assert np.isnan(knn_mean_distance(X, reference, 3, ["a"], ["a", "b", "c"])[0])   # 2 left for k=3
+    assert knn_mean_distance(X, reference, 5)[0] == pytest.approx((0 + 1 + 2) / 3)   # all three it has
+    assert np.isnan(knn_mean_distance(X, reference, 3, ["a"], ["a", "b", "c"])[0])   # 2 left: not judged
     assert np.isnan(knn_mean_distance(X, reference[:0], 1)[0])
+
+
+# -- acquisition evidence in the header -------------------------------------------------
+
+@pytest.mark.parametrize("modality, acquisition, says", [
+    ("MR", dict(kvp=140.0, rescale_type="HU"), "X-ray acquisition attributes (KVP 140, RescaleType HU)"),
+    ("MR", dict(photometric="YBR_FULL_422"), "PhotometricInterpretation YBR_FULL_422"),
+    ("CT", dict(photometric="RGB"), "grey-scale modality"),
+    ("CT", dict(field_strength=1.5, echo_time=4.2), "MR acquisition attributes (MagneticFieldStrength 1.5"),
+    ("DX", dict(echo_time=12.0), "MR acquisition attributes (EchoTime 12)"),
+])
+def test_acquisition_attributes_of_another_device_are_foreign(modality, acquisition, says):
+    assert says in relevance.foreign_acquisition(modality, **acquisition)
+
+
+@pytest.mark.parametrize("modality, acquisition", [
+    ("MR", dict(photometric="MONOCHROME2", field_strength=3.0, echo_time=90.0)),
+    ("MR", dict(kvp=0.0, rescale_type="US")),              # a zero KVP is "not recorded"
+    ("MR", dict(kvp=float("nan"))),
+    ("CT", dict(kvp=120.0, rescale_type="HU", photometric="MONOCHROME1")),
+    ("US", dict(photometric="RGB")),                        # ultrasound and photographs may be in colour
+    ("XC", dict(photometric="YBR_FULL")),
+    (None, dict(kvp=120.0)),
+])
+def test_consistent_acquisitions_are_not_foreign(modality, acquisition):
+    assert relevance.foreign_acquisition(modality, **acquisition) is None
+
+
+def test_header_findings_report_a_foreign_acquisition_only_for_an_expected_modality():
+    ct_as_mr = dict(kvp=140.0, rescale_type="HU")
+    codes = [f["code"] for f in relevance.header_findings("MR", "HEAD", None, "T1", None, ["MR"], ["head"],
+                                                          ct_as_mr)]
+    assert codes == ["IRRELEVANT_CONTENT"]
+    codes = [f["code"] for f in relevance.header_findings("CT", "HEAD", None, "T1", None, ["MR"], ["head"],
+                                                          dict(field_strength=3.0))]
+    assert codes == ["UNEXPECTED_MODALITY"]      # already foreign by its label

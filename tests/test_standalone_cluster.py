@@ -36,7 +36,8 @@ PIPELINE_TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embed
 # and ingest times.
 RUN_SPECIFIC = {"run_id", "computed_at", "ingested_at"}
 # Two JVMs and two sets of Python workers may round differently in the last bits.
-REL_TOL, ABS_TOL = 1e-6, 1e-9
+# Embeddings are float32 sums whose order depends on each process's thread count: ~1e-6 apart.
+REL_TOL, ABS_TOL = 1e-5, 1e-7
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,8 @@ def read_tables(world, output: str) -> dict[str, list[dict]]:
         rows = DeltaTable(f"{output}/{name}", storage_options=delta_storage_options(world["options"])) \
             .to_pyarrow_table().to_pylist()
         rows = [{k: v for k, v in row.items() if k not in RUN_SPECIFIC} for row in rows]
+        if name == "run_notes":  # how long a stage took is not a result
+            rows = [{**row, "message": "completed"} if row["topic"] == "completed" else row for row in rows]
         found[name] = sorted(rows, key=sort_key)
     return found
 

@@ -7,6 +7,11 @@ Two kinds of evidence, neither of which needs a trained region classifier
   `expect.modalities`), UNEXPECTED_ANATOMY (the region the header names is not
   in `anatomy.expected_regions`) and ANATOMY_HEADER_MISMATCH (BodyPartExamined,
   SeriesDescription and ProtocolName name regions that contradict each other).
+* Acquisition evidence in the header (`foreign_acquisition`): an image
+  labelled MR whose header carries X-ray exposure (KVP) or Hounsfield
+  rescaling, an X-ray image with MR sequence timing, or a colour image
+  labelled with a grey-scale modality: its pixels are not what its Modality
+  claims (IRRELEVANT_CONTENT, from the header alone).
 * The content check, a one-class model of the delivery's own expected content:
   an image whose header claims expected content is compared with a bounded
   reference sample of the delivery's images that claim the same (modality and
@@ -24,7 +29,7 @@ from typing import Iterable
 
 import numpy as np
 
-from udfs.anatomy import (FINDING_MISMATCH, FINDING_UNEXPECTED, _covers, _region_in_text,
+from udfs.anatomy import (FINDING_IRRELEVANT, FINDING_MISMATCH, FINDING_UNEXPECTED, _covers, _region_in_text,
                           _text, BODY_PART_TERMS, COARSE, _key, header_region, regions_compatible)
 
 FINDING_UNEXPECTED_MODALITY = "UNEXPECTED_MODALITY"
@@ -95,8 +100,53 @@ def _contradiction(body_part, series_description, protocol_name) -> tuple | None
     return None
 
 
+# Modalities whose images are grey-scale, and those acquired with X-rays.
+GREY_SCALE = frozenset({"MR", "CT", "CR", "DX", "MG", "XA", "RF", "PT", "NM", "PX", "IO"})
+X_RAY = frozenset({"CT", "CR", "DX", "MG", "XA", "RF", "PX", "IO"})
+
+
+def _positive(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None   # NaN > 0 is False
+
+
+# the instances columns that are foreign_acquisition's arguments after the modality, in order
+ACQUISITION_COLUMNS = ("photometric_interpretation", "kvp", "rescale_type", "magnetic_field_strength", "echo_time")
+
+
+def foreign_acquisition(modality, photometric=None, kvp=None, rescale_type=None, field_strength=None,
+                        echo_time=None) -> str | None:
+    """Why the header's own acquisition attributes say the pixels are not what
+    its Modality claims, or None. A relabelled object keeps the attributes of
+    the device that made it: a CT slice renamed MR still carries KVP and a
+    Hounsfield RescaleType, a photograph renamed MR is in colour."""
+    shown = (_text(modality) or "").upper()
+    colour = _text(photometric)
+    if shown in GREY_SCALE and colour and not colour.upper().startswith("MONOCHROME"):
+        return (f"PhotometricInterpretation {colour} on an image labelled {shown}, a grey-scale modality: "
+                "a photograph, screen capture or colour map")
+    if shown == "MR":
+        exposure = _positive(kvp)
+        hounsfield = (_text(rescale_type) or "").upper() == "HU"
+        if exposure or hounsfield:
+            shown_by = ", ".join(([f"KVP {exposure:g}"] if exposure else [])
+                                 + (["RescaleType HU"] if hounsfield else []))
+            return f"an image labelled MR with X-ray acquisition attributes ({shown_by})"
+    if shown in X_RAY:
+        field, echo = _positive(field_strength), _positive(echo_time)
+        if field or echo:
+            shown_by = ", ".join(([f"MagneticFieldStrength {field:g}"] if field else [])
+                                 + ([f"EchoTime {echo:g}"] if echo else []))
+            return f"an image labelled {shown} with MR acquisition attributes ({shown_by})"
+    return None
+
+
 def header_findings(modality, body_part, study_description, series_description, protocol_name,
-                    expected_modalities: list[str], expected_regions: list[str]) -> list[dict]:
+                    expected_modalities: list[str], expected_regions: list[str],
+                    acquisition: dict | None = None) -> list[dict]:
     """Findings from the header alone, dicts {code, score, threshold, detail}.
 
     UNEXPECTED_MODALITY      Modality is not one of `expected_modalities` (upper case).
@@ -104,7 +154,10 @@ def header_findings(modality, body_part, study_description, series_description, 
     ANATOMY_HEADER_MISMATCH  two of BodyPartExamined, SeriesDescription and
                              ProtocolName name regions that are neither equal,
                              nested nor anatomical neighbours
-                             (`regions_compatible`)."""
+                             (`regions_compatible`).
+    IRRELEVANT_CONTENT       `foreign_acquisition` on `acquisition` (keyword
+                             arguments of it: photometric, kvp, ...), for an
+                             image of an expected modality."""
     findings = []
     shown = _text(modality) or ""
     if expected_modalities and shown.upper() not in expected_modalities:
@@ -119,6 +172,10 @@ def header_findings(modality, body_part, study_description, series_description, 
     if clash is not None:
         (name_a, a), (name_b, b) = clash
         findings.append(_finding(FINDING_MISMATCH, None, None, f"{name_a} names '{a}' but {name_b} names '{b}'"))
+    if acquisition and not any(f["code"] == FINDING_UNEXPECTED_MODALITY for f in findings):
+        foreign = foreign_acquisition(modality, **acquisition)
+        if foreign:
+            findings.append(_finding(FINDING_IRRELEVANT, None, None, foreign))
     return findings
 
 
@@ -139,14 +196,23 @@ def _is_none(values: np.ndarray) -> np.ndarray:
     return np.vectorize(lambda v: v is None or (isinstance(v, float) and v != v), otypes=[bool])(values)
 
 
-def _knn_mean(distance: np.ndarray, k: int) -> np.ndarray:
-    """Mean of each row's k smallest finite distances; NaN with fewer than k."""
-    if distance.shape[1] < k:
-        return np.full(len(distance), np.nan)
-    nearest = np.partition(distance, k - 1, axis=1)[:, :k]
-    mean = np.clip(nearest, 0.0, 2.0).mean(axis=1)
-    mean[~np.isfinite(nearest).all(axis=1)] = np.nan
-    return mean
+MIN_NEIGHBOURS = 3   # fewer comparable images than this: not judged
+
+
+def _knn_mean(distance: np.ndarray, k: int, min_k: int = MIN_NEIGHBOURS) -> np.ndarray:
+    """Mean of each row's k smallest finite distances, or of all of them when
+    fewer than k are finite; NaN with fewer than `min_k`."""
+    out = np.full(len(distance), np.nan)
+    if distance.shape[1] == 0 or len(distance) == 0:
+        return out
+    k = min(k, distance.shape[1])
+    nearest = np.sort(np.partition(distance, k - 1, axis=1)[:, :k], axis=1)
+    finite = np.isfinite(nearest)
+    count = finite.sum(axis=1)
+    total = np.where(finite, np.clip(nearest, 0.0, 2.0), 0.0).sum(axis=1)
+    enough = count >= min(min_k, k)
+    out[enough] = total[enough] / count[enough]
+    return out
 
 
 def knn_mean_distance(X: np.ndarray, reference: np.ndarray, k: int, query_groups=None,
@@ -154,8 +220,9 @@ def knn_mean_distance(X: np.ndarray, reference: np.ndarray, k: int, query_groups
     """Mean cosine distance of each row of X (L2-normalised) to its k nearest
     rows of `reference` (L2-normalised). With groups, reference rows of the
     query's own group are skipped; `allowed` [N, R] limits each row to some
-    reference rows. A row left with fewer than k reference rows gets NaN: it
-    has nothing comparable to be judged against."""
+    reference rows. A row left with fewer than k reference rows is measured
+    against those it has, and gets NaN with fewer than three: it has nothing
+    comparable to be judged against."""
     return _knn_mean(_distances(X, reference, query_groups, reference_groups, allowed), k)
 
 
@@ -172,46 +239,38 @@ def _distances(X, reference, query_groups=None, reference_groups=None, allowed=N
     return distance
 
 
-def kind_label(modality, region) -> str:
-    return f"{_text(modality) or '?'} {region}"
-
-
 def content_scores(X: np.ndarray, groups, modality, region, reference: dict, k: int) -> dict[str, list]:
     """The content check for a batch of images (X L2-normalised, one series
     `groups`, claimed `modality` and header `region` per row) against
     `reference` {vectors, groups, modality, region}:
 
     score           mean cosine distance to the k nearest comparable
-                    reference images outside the row's own series (NaN when
-                    fewer than k: not judged)
-    other_kind      of the kinds (modality and named region) whose region
-                    contradicts the row's named region, the one it is closest
-                    to ("CR chest"), or None
-    other_distance  its mean distance to that kind's k nearest
+                    reference images outside the row's own series (fewer when
+                    fewer exist; NaN with fewer than three: not judged)
+    resembles       of the regions named in the reference that contradict the
+                    row's named region, the one whose images (any modality)
+                    it is closest to, or None
+    resembles_distance  its mean distance to that region's k nearest
     The caller compares `score` with the fence of the row's group and
-    `other_distance` with the fence of `other_kind`: an image unlike what its
-    header claims but like another region's images is mislabelled, not foreign."""
+    `resembles_distance` with the fence of that region: an image unlike what
+    its header claims but like another region's images is mislabelled, not
+    foreign."""
     distance = _distances(X, reference["vectors"], groups, reference["groups"])
     allowed = comparable(modality, region, reference["modality"], reference["region"])
     score = _knn_mean(np.where(allowed, distance, np.inf), k)
-    other_kind: list = [None] * len(X)
-    other_distance = np.full(len(X), np.nan)
-    kinds = {}
-    for m, r in zip(reference["modality"], reference["region"]):
-        if not _is_none(np.array([r], dtype=object))[0]:
-            kinds.setdefault((m, r), None)
-    for m, r in kinds:
-        rows = np.array([reg is not None and isinstance(reg, str) and not regions_compatible(reg, r)
-                         for reg in region], dtype=bool)
+    resembles: list = [None] * len(X)
+    resembles_distance = np.full(len(X), np.nan)
+    reference_region = np.asarray(reference["region"], dtype=object)
+    named = sorted({r for r in reference_region if isinstance(r, str)})
+    for other in named:
+        rows = np.array([isinstance(r, str) and not regions_compatible(r, other) for r in region], dtype=bool)
         if not rows.any():
             continue
-        in_kind = (np.asarray(reference["modality"], dtype=object) == m) & \
-                  (np.asarray(reference["region"], dtype=object) == r)
-        mean = _knn_mean(np.where(in_kind[None, :], distance[rows], np.inf), k)
+        mean = _knn_mean(np.where((reference_region == other)[None, :], distance[rows], np.inf), k)
         for i, value in zip(np.flatnonzero(rows), mean):
-            if np.isfinite(value) and not value >= other_distance[i]:
-                other_kind[i], other_distance[i] = kind_label(m, r), float(value)
-    return {"score": score, "other_kind": other_kind, "other_distance": other_distance}
+            if np.isfinite(value) and not value >= resembles_distance[i]:
+                resembles[i], resembles_distance[i] = other, float(value)
+    return {"score": score, "resembles": resembles, "resembles_distance": resembles_distance}
 
 
 def l2_normalise(X: np.ndarray) -> np.ndarray:

@@ -253,12 +253,15 @@ def nm_bone_scan(d: Delivery, study: dcm.Study) -> Item:
 
 
 def smiley_labelled_ct_head(d: Delivery, study: dcm.Study) -> Item:
-    """IRRELEVANT_CONTENT: deid-data's test object: a head-CT header (Modality CT,
-    BodyPartExamined HEAD) whose pixels are a hand-drawn smiley, JPEG baseline."""
+    """SATURATED / LOW_DYNAMIC_RANGE: deid-data's test object, a head-CT header
+    (Modality CT, BodyPartExamined HEAD) whose pixels are a hand-drawn smiley on
+    a white page (97 % of pixels at the maximum), JPEG baseline. Foreign content,
+    but flat pixels are reported as the defect they are: the content check does
+    not judge them (docs/relevance.md)."""
     return _kept_encoding(d, study, "deid-data", "humans/ctbrain1.dcm", modality="CT",
                           sop_class=dcm.SECONDARY_CAPTURE, scanner=study.site.scanners["OT"],
                           description="BRAIN SEQ 4.8 H31s", body_part="HEAD", true_region="none",
-                          category="IRRELEVANT_CONTENT", reasons=("IRRELEVANT_CONTENT",),
+                          category="SATURATED", reasons=("SATURATED", "LOW_DYNAMIC_RANGE"),
                           note="drawing of a smiley under a CT head header")
 
 
