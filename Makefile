@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test dist bench clean
+.PHONY: setup demo test smoke-versions dist bench clean
 
 setup: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# One run per supported pyspark line, each in a fresh venv from the package's ranges (README: Tested versions).
+smoke-versions: setup
+	$(BIN)/python -m tests.versions.smoke
 
 dist: setup
 	$(BIN)/pip wheel -q --no-deps -w dist .

@@ -11,10 +11,10 @@ class AnatomyModel(mlflow.pyfunc.PythonModel):
     """Embeddings (first column: vectors) → region probabilities, one column per region."""
 
     def load_context(self, context):
-        from udfs.anatomy import load_model
+        from dicom_triage.udfs.anatomy import load_model
         self.model = load_model(context.artifacts["bundle"])
 
     def predict(self, context, model_input, params=None):
-        from udfs.anatomy import predict_proba
+        from dicom_triage.udfs.anatomy import predict_proba
         vectors = np.stack(model_input.iloc[:, 0].to_numpy())
         return pd.DataFrame(predict_proba(self.model, vectors), columns=list(self.model.classes))

@@ -26,11 +26,11 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs.config import ConfigError
-from schemas.agreement import (AGREEMENT_RECORDS, ANNOTATION_AGREEMENT, ANNOTATOR_AGREEMENT, ANNOTATOR_DRIFT,
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.schemas.agreement import (AGREEMENT_RECORDS, ANNOTATION_AGREEMENT, ANNOTATOR_AGREEMENT, ANNOTATOR_DRIFT,
                                ANNOTATOR_DRIFT_FIELDS, CONSENSUS, DRIFT_BATCH_FIELDS)
-from udfs.agreement import Params, batch_records
-from udfs.annotator_drift import flag_annotator
+from dicom_triage.udfs.agreement import Params, batch_records
+from dicom_triage.udfs.annotator_drift import flag_annotator
 
 INPUT_COLUMNS = ["annotator", "path", "sop_instance_uid", "batch_id", "label", "grade", "boxes", "source",
                  "source_row"]

@@ -25,10 +25,10 @@ import time
 from pyspark.sql import DataFrame, Window, functions as F
 from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType
 
-from jobs.config import ConfigError
-from jobs.runtime import RunContext
-from schemas.annotation import BOX, LABEL_ERRORS, LABELS
-from udfs.labels import (BOX_OUTSIDE_IMAGE, DUPLICATE, UNKNOWN_INSTANCE, UnreadableLabels, check_labels,
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.annotation import BOX, LABEL_ERRORS, LABELS
+from dicom_triage.udfs.labels import (BOX_OUTSIDE_IMAGE, DUPLICATE, UNKNOWN_INSTANCE, UnreadableLabels, check_labels,
                          format_of, parse_bytes, records_from_rows)
 
 RECORD = StructType([
@@ -79,7 +79,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
 def read_records(ctx: RunContext, location: str) -> list[dict]:
     """Records from a file, a folder of files, or (when no such file exists) a
     table under the output."""
-    from jobs.storage import filesystem, full_uri
+    from dicom_triage.jobs.storage import filesystem, full_uri
     try:
         fs, path = filesystem(location, ctx.storage_options)
         if fs.isdir(path):

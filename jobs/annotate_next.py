@@ -22,10 +22,10 @@ import time
 import numpy as np
 from pyspark.sql import Column, DataFrame, functions as F
 
-from jobs.config import ConfigError
-from jobs.runtime import RunContext
-from schemas.annotation import ACCEPT_PREDICTIONS, LABEL_NEXT
-from udfs.active_learning import k_center_greedy
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.annotation import ACCEPT_PREDICTIONS, LABEL_NEXT
+from dicom_triage.udfs.active_learning import k_center_greedy
 
 SETTING = "annotate.next.predictions"
 

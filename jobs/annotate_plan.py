@@ -21,10 +21,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window, functions as F
 from pyspark.sql.types import ArrayType, BooleanType, IntegerType, StructField, StructType
 
-from jobs.config import ConfigError
-from jobs.runtime import RunContext
-from schemas.annotation import ASSIGNMENTS
-from udfs.annotation_plan import deal
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.annotation import ASSIGNMENTS
+from dicom_triage.udfs.annotation_plan import deal
 
 DEALT = StructType([
     StructField("batch_id", IntegerType(), False),

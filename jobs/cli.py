@@ -12,9 +12,9 @@ import sys
 import time
 import traceback
 
-from jobs.config import ConfigError, load_settings, require
-from jobs.output_lock import OutputBusy
-from jobs.session import EnvironmentProblem
+from dicom_triage.jobs.config import ConfigError, load_settings, require
+from dicom_triage.jobs.output_lock import OutputBusy
+from dicom_triage.jobs.session import EnvironmentProblem
 
 # Pipeline order. A stage that is not built yet names the issue that adds it.
 STAGES: list[tuple[str, str, str | None]] = [
@@ -47,7 +47,7 @@ class VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from jobs.versions import version_lines
+        from dicom_triage.jobs.versions import version_lines
         print("\n".join(version_lines()))
         parser.exit()
 
@@ -120,7 +120,7 @@ def settings_from(args: argparse.Namespace, extra: list[str] | None = None):
 
 
 def _read_conf(uri: str) -> str:
-    from jobs.storage import read_text
+    from dicom_triage.jobs.storage import read_text
     try:
         return read_text(uri)
     except (OSError, ValueError) as exc:
@@ -144,13 +144,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo-data":
-        from jobs.demo_data import generate_delivery
+        from dicom_triage.jobs.demo_data import generate_delivery
         settings = settings_from(args)
         summary = generate_delivery(args.out, seed=args.seed, scale=args.scale,
                                     storage_options=settings.storage.options)
         print(f"demo delivery written to {args.out}: {summary}")
         return 0
-    from jobs.versions import unsupported
+    from dicom_triage.jobs.versions import unsupported
     problem = unsupported()
     if problem:  # before any work: the lock, MLflow and Spark all come later
         raise EnvironmentProblem(problem)
@@ -171,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from jobs.demo_data import generate_delivery
+    from dicom_triage.jobs.demo_data import generate_delivery
     delivery = os.path.abspath(args.delivery)
     if not os.path.isdir(delivery) or not os.listdir(delivery):
         print(f"demo: generating a demo delivery in {delivery} ...")
@@ -195,9 +195,9 @@ def demo_expectations(delivery: str) -> list[str]:
 
 
 def _run_stages(settings, names: list[str], command: str) -> int:
-    from jobs import notes, preflight, progress
-    from jobs.runtime import RunContext
-    from jobs.tracking import tracked_run
+    from dicom_triage.jobs import notes, preflight, progress
+    from dicom_triage.jobs.runtime import RunContext
+    from dicom_triage.jobs.tracking import tracked_run
 
     if len(names) == 1:
         issue = dict((n, i) for n, _, i in STAGES)[names[0]]
@@ -249,8 +249,8 @@ def _output_lock(settings, run_id: str):
     """One run at a time per output (jobs/output_lock.py); catalog outputs rely
     on the scheduler (a Databricks job allows one concurrent run)."""
     import contextlib
-    from jobs.output_lock import held
-    from jobs.tables import CATALOG_OUTPUT
+    from dicom_triage.jobs.output_lock import held
+    from dicom_triage.jobs.tables import CATALOG_OUTPUT
 
     if not settings.concurrency.lock or CATALOG_OUTPUT.match(settings.output):
         return contextlib.nullcontext()
@@ -259,35 +259,35 @@ def _output_lock(settings, run_id: str):
 
 def _stage_runner(name: str):
     if name == "ingest":
-        from jobs import ingest
+        from dicom_triage.jobs import ingest
         return ingest.run
     if name == "pixels":
-        from jobs import pixels
+        from dicom_triage.jobs import pixels
         return pixels.run
     if name == "embed":
-        from jobs import embed
+        from dicom_triage.jobs import embed
         return embed.run
     if name == "anatomy":
-        from jobs import anatomy
+        from dicom_triage.jobs import anatomy
         return anatomy.run
     if name == "neighbors":
-        from jobs import neighbors
+        from dicom_triage.jobs import neighbors
         return neighbors.run
     if name == "curate":
-        from jobs import curate
+        from dicom_triage.jobs import curate
         return curate.run
     if name == "report":
-        from jobs import report
+        from dicom_triage.jobs import report
         return report.run
     raise NotBuilt(f"stage '{name}' is not built yet")
 
 
 def _train_anatomy(settings) -> int:
-    from jobs import anatomy
-    from jobs.runtime import RunContext
-    from jobs.tracking import tracked_run
+    from dicom_triage.jobs import anatomy
+    from dicom_triage.jobs.runtime import RunContext
+    from dicom_triage.jobs.tracking import tracked_run
 
-    from udfs.anatomy import InsufficientLabels
+    from dicom_triage.udfs.anatomy import InsufficientLabels
 
     ctx = RunContext.create(settings)
     with tracked_run(settings, ctx.run_id, "train-anatomy") as tracker:
@@ -300,9 +300,9 @@ def _train_anatomy(settings) -> int:
 
 
 def _evaluate(settings) -> int:
-    from jobs import evaluate, preflight
-    from jobs.runtime import RunContext
-    from jobs.tracking import tracked_run
+    from dicom_triage.jobs import evaluate, preflight
+    from dicom_triage.jobs.runtime import RunContext
+    from dicom_triage.jobs.tracking import tracked_run
 
     require(settings, "evaluate.truth", "the verified answers, e.g. --truth verified.csv")
     ctx = RunContext.create(settings)
@@ -314,11 +314,11 @@ def _evaluate(settings) -> int:
 
 def _annotate(settings, action: str) -> int:
     import importlib
-    from jobs.runtime import RunContext
-    from jobs.tracking import tracked_run
+    from dicom_triage.jobs.runtime import RunContext
+    from dicom_triage.jobs.tracking import tracked_run
 
-    module = importlib.import_module(f"jobs.annotate_{action}")
-    from jobs import preflight
+    module = importlib.import_module(f"dicom_triage.jobs.annotate_{action}")
+    from dicom_triage.jobs import preflight
     ctx = RunContext.create(settings)
     preflight.check_output(settings.output, settings.storage.options)
     with _output_lock(settings, ctx.run_id), tracked_run(settings, ctx.run_id, f"annotate {action}") as tracker:
@@ -327,14 +327,14 @@ def _annotate(settings, action: str) -> int:
 
 
 def _print_summary(ctx, results: dict) -> None:
-    from jobs.summary import summary_lines
+    from dicom_triage.jobs.summary import summary_lines
     for line in summary_lines(ctx, results):
         print(line)
 
 
 def _sql(settings, query: str, limit: int) -> int:
-    from jobs.runtime import RunContext
-    from jobs.summary import register_tables, show
+    from dicom_triage.jobs.runtime import RunContext
+    from dicom_triage.jobs.summary import register_tables, show
 
     settings_for_sql = settings
     ctx = RunContext(settings=settings_for_sql, run_id="sql", secret=b"")

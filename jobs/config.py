@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
+from dicom_triage.schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
 
 
 class ConfigError(ValueError):
@@ -158,7 +158,7 @@ RULES.update({f"curate.severity.{code}": _one_of("exclude", "review", "annotate"
 
 
 def default_settings() -> dict:
-    text = resources.files("conf").joinpath("default.yaml").read_text()
+    text = resources.files("dicom_triage.conf").joinpath("default.yaml").read_text()
     return yaml.safe_load(text)
 
 

@@ -24,10 +24,11 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
-from jobs.runtime import RunContext
-from schemas.curate import INCLUSION, REVIEW_QUEUE
-from schemas.pixels import FINDINGS
-from udfs.review import diversified_order
+from dicom_triage.jobs.anatomy import pixel_explanations
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.curate import INCLUSION, REVIEW_QUEUE
+from dicom_triage.schemas.pixels import FINDINGS
+from dicom_triage.udfs.review import diversified_order
 
 SEVERITY_WEIGHT = {"exclude": 1.0, "review": 0.5, "annotate": 0.1}
 OBJECT_COLUMNS = ["path", "sop_instance_uid", "series_instance_uid", "study_instance_uid", "patient_key",
@@ -111,7 +112,7 @@ def _findings(df: DataFrame, source: str, scope: str = "instance") -> DataFrame:
 def all_evidence(ctx: RunContext, objects: DataFrame) -> DataFrame:
     """DataFrame[path, code, scope, source, score, threshold, detail] from every table present."""
     store, settings = ctx.store, ctx.settings
-    parts = [header_evidence(store.read("instances"), settings)]
+    parts = [header_evidence(store.read("instances"), settings, pixel_explanations(store))]
     if store.exists("ingest_errors"):
         errors = store.read("ingest_errors")
         parts.append(_evidence(errors, F.col("error_code"), "instance", "ingest_errors", F.lit(None),
@@ -140,30 +141,37 @@ def all_evidence(ctx: RunContext, objects: DataFrame) -> DataFrame:
 def relevance_udf(expected_modalities: list[str], expected_regions: list[str]):
     @F.pandas_udf(FINDINGS)
     def findings(modality: pd.Series, body_part: pd.Series, study: pd.Series, series: pd.Series,
-                 protocol: pd.Series, photometric: pd.Series, kvp: pd.Series, rescale_type: pd.Series,
-                 field_strength: pd.Series, echo_time: pd.Series) -> pd.Series:
-        from udfs.relevance import header_findings
-        acquisitions = (dict(photometric=p, kvp=k, rescale_type=r, field_strength=f, echo_time=e)
-                        for p, k, r, f, e in zip(photometric, kvp, rescale_type, field_strength, echo_time))
+                 protocol: pd.Series, pixel_defect: pd.Series, photometric: pd.Series, kvp: pd.Series,
+                 rescale_type: pd.Series, field_strength: pd.Series, echo_time: pd.Series) -> pd.Series:
+        from dicom_triage.udfs.relevance import header_findings
+        acquisitions = (None if defect else dict(photometric=p, kvp=k, rescale_type=r, field_strength=f,
+                                                 echo_time=e)
+                        for defect, p, k, r, f, e in zip(pixel_defect, photometric, kvp, rescale_type,
+                                                         field_strength, echo_time))
         return pd.Series([header_findings(*values, expected_modalities, expected_regions, acquisition)
                           for *values, acquisition in zip(modality, body_part, study, series, protocol,
                                                           acquisitions)])
     return findings
 
 
-def header_evidence(instances: DataFrame, settings) -> DataFrame:
+def header_evidence(instances: DataFrame, settings, pixel: DataFrame | None = None) -> DataFrame:
     """Rules on header values alone: UNEXPECTED_MODALITY, UNEXPECTED_ANATOMY,
-    ANATOMY_HEADER_MISMATCH and IRRELEVANT_CONTENT by acquisition attributes on image objects (udfs/relevance.py), PHI_PRESENT,
-    BURNED_IN_ANNOTATION."""
-    from udfs.relevance import ACQUISITION_COLUMNS, normalised_regions
+    ANATOMY_HEADER_MISMATCH and, unless a pixel defect in `pixel` explains the
+    image, IRRELEVANT_CONTENT by acquisition attributes, on image objects
+    (udfs/relevance.py); PHI_PRESENT; BURNED_IN_ANNOTATION."""
+    from dicom_triage.udfs.relevance import ACQUISITION_COLUMNS, normalised_regions
 
     curate = settings.curate
     relevance = relevance_udf([m.upper() for m in settings.expect.modalities],
                               normalised_regions(settings.anatomy.expected_regions))
     images = instances.filter(F.coalesce("has_pixel_data", F.lit(True)))
+    if pixel is not None:   # jobs.anatomy.pixel_explanations
+        images = images.join(pixel.select("path", "pixel_defect"), "path", "left")
+    else:
+        images = images.withColumn("pixel_defect", F.lit(False))
     parts = [_findings(images.select("path", relevance(
         "modality", "body_part_examined", "study_description", "series_description", "protocol_name",
-        *ACQUISITION_COLUMNS).alias("findings")), "instances")]
+        F.coalesce("pixel_defect", F.lit(False)), *ACQUISITION_COLUMNS).alias("findings")), "instances")]
     modality = F.upper(F.trim(F.coalesce("modality", F.lit(""))))
     if settings.privacy.declared_deidentified:
         phi = instances.filter(F.size(F.coalesce("identifiers_present", F.array())) > 0)

@@ -34,7 +34,7 @@ from pyspark.sql.datasource import (DataSource, DataSourceArrowWriter, DataSourc
                                     InputPartition, WriterCommitMessage)
 from pyspark.sql.types import StructType
 
-from jobs.arrow_schema import to_arrow_schema
+from dicom_triage.jobs.arrow_schema import to_arrow_schema
 
 NAME = "triage_delta"
 # Longer strings get no min/max stats: exact bounds would bloat the log.

@@ -32,21 +32,21 @@ import os
 import time
 from typing import Iterator
 
-from jobs.demo import dicom as dcm
-from jobs.demo.delivery import (EXPECTATIONS, GROUND_TRUTH_COLUMNS, GROUND_TRUTH_CSV,
+from dicom_triage.jobs.demo import dicom as dcm
+from dicom_triage.jobs.demo.delivery import (EXPECTATIONS, GROUND_TRUTH_COLUMNS, GROUND_TRUTH_CSV,
                                 GROUND_TRUTH_JSON, Delivery, Item, ground_truth_csv, ground_truth_json,
                                 planted_identifiers, summary_of)
-from jobs.demo.faults import (byte_copy, corrupt_charset, corrupt_deflated, corrupt_nested_charset,
+from dicom_triage.jobs.demo.faults import (byte_copy, corrupt_charset, corrupt_deflated, corrupt_nested_charset,
                               empty_file, near_duplicate, png_file, random_file, reexport, resend_series,
                               reuse_sop_uid, text_file, truncate_header, truncate_pixels, zip_file)
-from jobs.demo.imaging import HeadPose
-from jobs.demo.objects import (cat_radiograph, chest_cr_original_j2k, chest_labelled_head_mr,
+from dicom_triage.jobs.demo.imaging import HeadPose
+from dicom_triage.jobs.demo.objects import (cat_radiograph, chest_cr_original_j2k, chest_labelled_head_mr,
                                cookie_labelled_head_mr, cookie_photo, ct_raw_data, ct_screenshot,
                                dose_sr, enhanced_ct_abdomen, mr_abdomen_slice, mr_key_image,
                                nm_bone_scan, radiograph, report_sr, smiley_labelled_ct_head,
                                qa_pattern, tibia_labelled_skull, ultrasound_cine, ultrasound_still)
-from jobs.demo.roster import SITE
-from jobs.demo.series import (ct_chest, ct_head, ct_head_irregular_spacing, enhanced_mr, localizer,
+from dicom_triage.jobs.demo.roster import SITE
+from dicom_triage.jobs.demo.series import (ct_chest, ct_head, ct_head_irregular_spacing, enhanced_mr, localizer,
                               mr_brain, mr_missing_slices, mr_mixed_orientation, mr_too_few_slices)
 
 __all__ = ["generate_delivery", "build_delivery", "delivery_files", "write_files", "Delivery", "Item",

@@ -13,8 +13,8 @@ import time
 
 from pyspark.sql import DataFrame, functions as F
 
-from jobs.runtime import RunContext
-from schemas.embedding import EMBEDDED, EMBEDDINGS
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.embedding import EMBEDDED, EMBEDDINGS
 
 EMBEDDINGS_TABLE = "embeddings"
 ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
@@ -61,7 +61,7 @@ def embeddable(ctx: RunContext) -> DataFrame:
 
 
 def embed(ctx: RunContext, targets: DataFrame, count: int) -> DataFrame:
-    from udfs.embedding import make_embedder
+    from dicom_triage.udfs.embedding import make_embedder
 
     settings = ctx.settings.embed
     embedder = make_embedder(ctx.storage_options, settings.encoder, settings.device,

@@ -17,10 +17,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window, functions as F
 from pyspark.sql.types import ArrayType, StringType, StructField, StructType
 
-from jobs.config import ConfigError, require
-from jobs.runtime import RunContext
-from schemas.evaluation import EVALUATION, EVALUATION_CASES, EVALUATION_DECISIONS
-from schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
+from dicom_triage.jobs.config import ConfigError, require
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.evaluation import EVALUATION, EVALUATION_CASES, EVALUATION_DECISIONS
+from dicom_triage.schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
 
 STAGE = "evaluate"
 TRUTH = StructType([StructField("key", StringType(), False), StructField("key_kind", StringType(), False),
@@ -29,7 +29,7 @@ TRUTH = StructType([StructField("key", StringType(), False), StructField("key_ki
 
 
 def run(ctx: RunContext, tracker, say=print) -> dict:
-    from udfs.evaluation import TruthError, normalise_truth
+    from dicom_triage.udfs.evaluation import TruthError, normalise_truth
 
     started = time.monotonic()
     settings = ctx.settings.evaluate
@@ -76,7 +76,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
 
 
 def read_truth(uri: str, storage_options: dict) -> pd.DataFrame:
-    from jobs.storage import open_url
+    from dicom_triage.jobs.storage import open_url
     try:
         with open_url(uri, "rb", storage_options) as handle:
             data = handle.read()
@@ -182,7 +182,7 @@ def clean_flagged(scored: DataFrame) -> dict:
 
 
 def scorecard(rows) -> list[str]:
-    from jobs.summary import format_table
+    from dicom_triage.jobs.summary import format_table
 
     def ratio(value):
         return "" if value is None else f"{value:.2f}"

@@ -17,12 +17,12 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, functions as F
 from pyspark.sql.types import StructType
 
-from jobs.arrow_schema import to_arrow_schema
-from jobs.config import require
-from jobs.runtime import RunContext, header_policy
-from jobs.storage import Listed, list_objects
-from schemas.ingest import INGEST_ERRORS, INSTANCES, OBJECT_FIELDS, PARSED
-from udfs.ingest_batch import make_batch_parser
+from dicom_triage.jobs.arrow_schema import to_arrow_schema
+from dicom_triage.jobs.config import require
+from dicom_triage.jobs.runtime import RunContext, header_policy
+from dicom_triage.jobs.storage import Listed, list_objects
+from dicom_triage.schemas.ingest import INGEST_ERRORS, INSTANCES, OBJECT_FIELDS, PARSED
+from dicom_triage.udfs.ingest_batch import make_batch_parser
 
 INSTANCES_TABLE = "instances"
 ERRORS_TABLE = "ingest_errors"
@@ -54,7 +54,7 @@ def _listing(ctx: RunContext, root: str) -> DataFrame:
     (read by the executors), else listed live on the driver."""
     storage = ctx.settings.storage
     if ctx.settings.ingest.inventory:
-        from jobs.inventory import inventory_listing
+        from dicom_triage.jobs.inventory import inventory_listing
         return inventory_listing(ctx.spark, ctx.settings.ingest.inventory, root, ctx.storage_options,
                                  storage.ignore_names, storage.ignore_prefixes)
     listed = list_objects(root, ctx.storage_options, storage.ignore_names, storage.ignore_prefixes)

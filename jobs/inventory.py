@@ -12,9 +12,9 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType, TimestampType
 
-from jobs.config import ConfigError
-from jobs.storage import filesystem, full_uri
-from udfs.inventory import column_names, is_inventory_file, missing_columns, read_inventory
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.storage import filesystem, full_uri
+from dicom_triage.udfs.inventory import column_names, is_inventory_file, missing_columns, read_inventory
 
 SETTING = "ingest.inventory"
 # INVENTORY_SCHEMA as Spark sees it (a timestamp with a zone is a Spark TIMESTAMP)
@@ -48,7 +48,7 @@ def inventory_files(uri: str, storage_options: dict) -> list[str]:
 def _reader(storage_options: dict):
     def read(batches):
         import pyarrow as pa
-        from jobs.storage import filesystem
+        from dicom_triage.jobs.storage import filesystem
         for batch in batches:
             for uri in batch.column("file").to_pylist():
                 fs, path = filesystem(uri, storage_options)

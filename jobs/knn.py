@@ -88,7 +88,7 @@ def fit_centroids(df: DataFrame, n: int, lists: int, sample_size: int, seed: int
 
 def _assigner(centroids: np.ndarray | None, overlap: int):
     def assign(batches):
-        from udfs.knn import assign_lists
+        from dicom_triage.udfs.knn import assign_lists
         for pdf in batches:
             if centroids is None:
                 near = np.zeros((len(pdf), 1), dtype=np.int64)
@@ -102,7 +102,7 @@ def _assigner(centroids: np.ndarray | None, overlap: int):
 
 def _searcher(k: int):
     def search(pdf: pd.DataFrame) -> pd.DataFrame:
-        from udfs.knn import topk_block
+        from dicom_triage.udfs.knn import topk_block
         q = pdf[pdf["role"] == 0]
         b = pdf[pdf["role"] == 1]
         if q.empty or b.empty:

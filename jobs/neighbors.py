@@ -14,12 +14,12 @@ import time
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window, functions as F
 
-from jobs.clusters import cluster_embeddings, makeup_by_dimension, umap_map, use_umap
-from jobs.config import ConfigError
-from jobs.graph import connected_components
-from jobs.knn import all_pairs_knn
-from jobs.runtime import RunContext
-from schemas.neighbors import CLUSTER_MAKEUP, CLUSTERS, DUPLICATES, NEIGHBORS
+from dicom_triage.jobs.clusters import cluster_embeddings, makeup_by_dimension, umap_map, use_umap
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.graph import connected_components
+from dicom_triage.jobs.knn import all_pairs_knn
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.neighbors import CLUSTER_MAKEUP, CLUSTERS, DUPLICATES, NEIGHBORS
 
 
 def run(ctx: RunContext, tracker, say=print) -> dict:

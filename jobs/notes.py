@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import functions as F
 
-from schemas.notes import RUN_NOTES
+from dicom_triage.schemas.notes import RUN_NOTES
 
 TABLE = "run_notes"
 

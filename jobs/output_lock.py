@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 
-from jobs.storage import filesystem, join
+from dicom_triage.jobs.storage import filesystem, join
 
 LOCK_NAME = "_triage_lock.json"
 

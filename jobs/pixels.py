@@ -16,12 +16,12 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
-from jobs.arrow_schema import to_arrow_schema
-from jobs.runtime import RunContext
-from schemas.pixels import PIXEL_MEASURES, PIXEL_STATS, SERIES
-from udfs.geometry import GeometryRules, series_geometry
-from udfs.pixel_batch import make_pixel_measurer
-from udfs.projections import series_projections
+from dicom_triage.jobs.arrow_schema import to_arrow_schema
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.schemas.pixels import PIXEL_MEASURES, PIXEL_STATS, SERIES
+from dicom_triage.udfs.geometry import GeometryRules, series_geometry
+from dicom_triage.udfs.pixel_batch import make_pixel_measurer
+from dicom_triage.udfs.projections import series_projections
 
 PIXEL_STATS_TABLE = "pixel_stats"
 SERIES_TABLE = "series"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 
-from jobs.config import ConfigError
-from jobs.storage import filesystem, join
-from jobs.tables import CATALOG_OUTPUT
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.storage import filesystem, join
+from dicom_triage.jobs.tables import CATALOG_OUTPUT
 
 PROBE_FOLDER = "_triage_write_check"
 

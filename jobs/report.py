@@ -19,8 +19,8 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs import report_html, storage
-from jobs.summary import TABLES
+from dicom_triage.jobs import report_html, storage
+from dicom_triage.jobs.summary import TABLES
 
 REPORT_NAME = "triage-report.html"
 MISSING = "(missing)"
@@ -73,7 +73,7 @@ def run(ctx, tracker, say=print) -> dict:
 
 def stage_notes(store) -> pd.DataFrame | None:
     """Each stage's latest run notes (a few rows per stage)."""
-    from jobs.notes import latest
+    from dicom_triage.jobs.notes import latest
 
     notes = latest(store)
     if notes is None:

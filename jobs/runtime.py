@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from jobs.config import ConfigError, Settings
-from udfs.headers import HeaderPolicy
+from dicom_triage.jobs.config import ConfigError, Settings
+from dicom_triage.udfs.headers import HeaderPolicy
 
 SECRET_MIN_BYTES = 16
 
@@ -33,7 +33,7 @@ def resolve_secret(settings: Settings) -> tuple[bytes, bool]:
                 "use a long random value (e.g. `openssl rand -hex 32`)")
         return value.encode(), False
     if settings.privacy.allow_generated_secret:
-        from jobs.session import cluster_master
+        from dicom_triage.jobs.session import cluster_master
         master = cluster_master(settings)
         if master:
             raise ConfigError(
@@ -87,12 +87,12 @@ class RunContext:
 
     @cached_property
     def spark(self):
-        from jobs.session import get_spark
+        from dicom_triage.jobs.session import get_spark
         return get_spark(self.settings)
 
     @cached_property
     def store(self):
-        from jobs.tables import TableStore
+        from dicom_triage.jobs.tables import TableStore
         try:
             return TableStore(self.spark, self.settings.output, backend=self.settings.tables.backend,
                               storage_options=self.settings.storage.options)

@@ -12,7 +12,7 @@ import shlex
 import shutil
 import sys
 
-from jobs.config import ConfigError, Settings
+from dicom_triage.jobs.config import ConfigError, Settings
 
 
 class EnvironmentProblem(RuntimeError):
@@ -61,7 +61,7 @@ def cluster_master(settings: Settings) -> str | None:
 def get_spark(settings: Settings):
     from pyspark.sql import SparkSession
 
-    from jobs.versions import unsupported
+    from dicom_triage.jobs.versions import unsupported
 
     problem = unsupported()
     if problem:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fsspec.core import url_to_fs
 
-from jobs.config import ConfigError
+from dicom_triage.jobs.config import ConfigError
 
 
 @dataclass(frozen=True)

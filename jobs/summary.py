@@ -98,7 +98,7 @@ def findings_lines(store) -> list[str]:
 
 def decision_lines(store, counts: dict) -> list[str]:
     """Kept / excluded / to review, the top reasons, and the review queue."""
-    from jobs.curate import top_reasons
+    from dicom_triage.jobs.curate import top_reasons
 
     total = sum(counts.get(d, 0) for d in ("include", "exclude", "review")) or 1
     lines = [f"decisions: {counts.get('include', 0)} kept ({counts.get('include', 0) / total:.0%}), "

@@ -16,8 +16,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from jobs.delta_rs_source import NAME as DELTA_RS_SOURCE
-from jobs.delta_rs_source import DeltaRsDataSource, open_table, spark_schema
+from dicom_triage.jobs.delta_rs_source import NAME as DELTA_RS_SOURCE
+from dicom_triage.jobs.delta_rs_source import DeltaRsDataSource, open_table, spark_schema
 
 BACKENDS = ("auto", "delta-spark", "delta-rs")
 CATALOG_OUTPUT = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*$")

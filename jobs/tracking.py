@@ -8,7 +8,7 @@ import os
 import re
 from pathlib import Path
 
-from jobs.config import Settings
+from dicom_triage.jobs.config import Settings
 
 SECRET_LIKE = re.compile(r"(secret|password|token|key|credential)", re.IGNORECASE)
 MAX_PARAM_CHARS = 6000

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, IntegerType, LongType, StringType, StructField,
                                StructType)
 
-from schemas.annotation import BOX
-from schemas.pixels import RUN_FIELDS
+from dicom_triage.schemas.annotation import BOX
+from dicom_triage.schemas.pixels import RUN_FIELDS
 
 # A consensus box: the mean corners of a cluster of matched boxes drawn by a
 # majority of the annotators who gave boxes on the image (udfs/boxes.py).

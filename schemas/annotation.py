@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, IntegerType, StringType, StructField,
                                StructType)
 
-from schemas.pixels import RUN_FIELDS
+from dicom_triage.schemas.pixels import RUN_FIELDS
 
 # A box in image pixel coordinates: x, y of the top-left corner, width, height
 # (COCO's [x, y, w, h]), with its own class label when boxes carry classes.

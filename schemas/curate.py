@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyspark.sql.types import (ArrayType, BinaryType, DoubleType, IntegerType, LongType, StringType,
                                StructField, StructType)
 
-from schemas.pixels import RUN_FIELDS
+from dicom_triage.schemas.pixels import RUN_FIELDS
 
 DECISIONS = ("include", "exclude", "review")
 # What a reason does to an object's decision (configuration: curate.severity).

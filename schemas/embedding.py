@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import ArrayType, BooleanType, DoubleType, FloatType, MapType, StringType, StructField, StructType
 
-from schemas.pixels import FINDINGS, KEY_FIELDS as PIXEL_KEY_FIELDS, RUN_FIELDS
+from dicom_triage.schemas.pixels import FINDINGS, KEY_FIELDS as PIXEL_KEY_FIELDS, RUN_FIELDS
 
 KEY_FIELDS = [f for f in PIXEL_KEY_FIELDS if f.name != "protocol_name"]
 

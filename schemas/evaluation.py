@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import ArrayType, BooleanType, DoubleType, LongType, StringType, StructField, StructType
 
-from schemas.pixels import RUN_FIELDS
+from dicom_triage.schemas.pixels import RUN_FIELDS
 
 EVALUATION = StructType([
     StructField("code", StringType(), False),

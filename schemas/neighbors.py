@@ -8,7 +8,7 @@ from __future__ import annotations
 from pyspark.sql.types import (BooleanType, DoubleType, IntegerType, LongType, StringType, StructField,
                                StructType)
 
-from schemas.pixels import FINDINGS, RUN_FIELDS
+from dicom_triage.schemas.pixels import FINDINGS, RUN_FIELDS
 
 NEIGHBORS = StructType([
     StructField("path", StringType(), False),

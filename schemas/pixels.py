@@ -6,8 +6,8 @@ from __future__ import annotations
 from pyspark.sql.types import (ArrayType, BinaryType, BooleanType, DoubleType, LongType, StringType,
                                StructField, StructType, TimestampType)
 
-from udfs.geometry import GEOMETRY_KEYS
-from udfs.pixel_stats import PERCENTILE_KEYS
+from dicom_triage.udfs.geometry import GEOMETRY_KEYS
+from dicom_triage.udfs.pixel_stats import PERCENTILE_KEYS
 
 FINDING = StructType([
     StructField("code", StringType(), False),      # schemas.reasons code

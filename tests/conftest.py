@@ -84,9 +84,9 @@ def s3_server(aws_test_env):
 def demo_pipeline(spark, tmp_path_factory):
     """The demo delivery run through ingest, pixels and embed once per test run
     (with MLflow on, as a user runs it): `.delivery`, `.output`, `.store`, `.args`."""
-    from jobs.cli import demo_expectations, main as triage
-    from jobs.demo_data import generate_delivery
-    from jobs.tables import TableStore
+    from dicom_triage.jobs.cli import demo_expectations, main as triage
+    from dicom_triage.jobs.demo_data import generate_delivery
+    from dicom_triage.jobs.tables import TableStore
 
     root = tmp_path_factory.mktemp("demo-pipeline")
     delivery, output = root / "delivery", root / "out"
@@ -106,7 +106,7 @@ def demo_pipeline(spark, tmp_path_factory):
 def full_pipeline(demo_pipeline):
     """`demo_pipeline` carried through neighbors (exact k-NN, so results equal
     brute force) and curate, once per test run. Same attributes."""
-    from jobs.cli import main as triage
+    from dicom_triage.jobs.cli import main as triage
 
     patch = pytest.MonkeyPatch()
     patch.setenv("TRIAGE_HMAC_SECRET", "demo-pipeline-test-secret-0123456789")

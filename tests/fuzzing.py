@@ -72,7 +72,7 @@ def demo_seeds(folder: str | os.PathLike, seed: int = 7) -> list[tuple[str, byte
     """The demo delivery's files (written into `folder` when it holds none yet)."""
     folder = Path(folder)
     if not any(folder.rglob("*.dcm")):
-        from jobs.demo_data import generate_delivery
+        from dicom_triage.jobs.demo_data import generate_delivery
         generate_delivery(str(folder), seed=seed)
     return [(f"demo/{p.relative_to(folder)}", p.read_bytes()) for p in sorted(folder.rglob("*"))
             if p.is_file() and not p.name.startswith("_") and p.stat().st_size > 0]
@@ -530,11 +530,11 @@ def run_paths(data: bytes, time_bound: float) -> dict:
     parser's per-row function, the pixels stage's per-row function, and the
     embed stage's decode of one representative frame. Returns per path
     ("header", "pixels", "embed"): ("row", None) or ("error", code/message)."""
-    from jobs.config import load_settings
-    from jobs.runtime import header_policy
-    from udfs.embedding import _prepare
-    from udfs.ingest_batch import parse_rows
-    from udfs.pixel_batch import measure_rows
+    from dicom_triage.jobs.config import load_settings
+    from dicom_triage.jobs.runtime import header_policy
+    from dicom_triage.udfs.embedding import _prepare
+    from dicom_triage.udfs.ingest_batch import parse_rows
+    from dicom_triage.udfs.pixel_batch import measure_rows
 
     policy = dataclasses.replace(header_policy(load_settings(), b"fuzz-secret-0123456789"),
                                  timeout_seconds=time_bound)
@@ -598,8 +598,9 @@ def _worker(conn, memory_cap: int, time_bound: float) -> None:
         conn.send(result)
 
 
-PRELOAD = ["tests.fuzzing", "jobs.config", "jobs.runtime", "udfs.ingest_batch", "udfs.pixel_batch",
-           "udfs.embedding"]
+PRELOAD = ["tests.fuzzing", "dicom_triage.jobs.config", "dicom_triage.jobs.runtime",
+           "dicom_triage.udfs.ingest_batch", "dicom_triage.udfs.pixel_batch",
+           "dicom_triage.udfs.embedding"]
 
 
 class Worker:

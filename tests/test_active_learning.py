@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from udfs.active_learning import entropy, k_center_greedy, least_confidence, margin, uncertainty_score
+from dicom_triage.udfs.active_learning import entropy, k_center_greedy, least_confidence, margin, uncertainty_score
 
 SECRET = "demo-pipeline-test-secret-0123456789"
 PROBS = [[0.7, 0.2, 0.1], [0.4, 0.4, 0.2], [1.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]]
@@ -29,7 +29,7 @@ def test_uncertainty_formulas_by_hand():
 
 
 def test_uncertainty_in_spark_matches(spark):
-    from jobs.annotate_next import uncertainty_columns
+    from dicom_triage.jobs.annotate_next import uncertainty_columns
     from pyspark.sql import functions as F
     rows = [(i, dict(zip(["a", "b", "c"], p))) for i, p in enumerate(PROBS)] + [(9, {"only": 1.0})]
     df = spark.createDataFrame(rows, "i int, p map<string,double>")
@@ -63,9 +63,9 @@ def test_k_center_greedy_spreads_over_clusters():
 
 
 def test_next_command_on_the_demo(full_pipeline, monkeypatch, capsys):
-    from jobs.annotate_next import candidate_pool, scored_candidates
-    from jobs.cli import main as triage
-    from schemas.annotation import LABELS
+    from dicom_triage.jobs.annotate_next import candidate_pool, scored_candidates
+    from dicom_triage.jobs.cli import main as triage
+    from dicom_triage.schemas.annotation import LABELS
     from pyspark.sql import functions as F
     monkeypatch.setenv("TRIAGE_HMAC_SECRET", SECRET)
     store = full_pipeline.store

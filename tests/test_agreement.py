@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss
 
-from udfs import boxes as B
-from udfs.agreement import (Params, analyse_batch, batch_records, cohen_kappa, domain, fleiss, krippendorff_alpha,
+from dicom_triage.udfs import boxes as B
+from dicom_triage.udfs.agreement import (Params, analyse_batch, batch_records, cohen_kappa, domain, fleiss, krippendorff_alpha,
                             label_value, vote)
 
 # Two annotators, ten items, labels Y / N:

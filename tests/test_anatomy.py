@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from udfs.anatomy import (FINDING_MISMATCH, FINDING_UNEXPECTED, REGIONS, InsufficientLabels, TrainedModel,
+from dicom_triage.udfs.anatomy import (FINDING_MISMATCH, FINDING_UNEXPECTED, REGIONS, InsufficientLabels, TrainedModel,
                           coarse_region, find_bundle, header_region, load_model, model_findings,
                           predict_proba, regions_compatible, save_model, train_region_classifier,
                           uncertainty)

@@ -7,13 +7,13 @@ import datetime as dt
 
 import pytest
 
-from jobs import annotate_agreement
-from jobs.config import ConfigError, load_settings
-from jobs.runtime import RunContext
-from jobs.tables import TableStore
-from jobs.tracking import Tracker
-from schemas.agreement import ANNOTATION_AGREEMENT, ANNOTATOR_AGREEMENT, ANNOTATOR_DRIFT, CONSENSUS
-from schemas.annotation import LABELS
+from dicom_triage.jobs import annotate_agreement
+from dicom_triage.jobs.config import ConfigError, load_settings
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.jobs.tables import TableStore
+from dicom_triage.jobs.tracking import Tracker
+from dicom_triage.schemas.agreement import ANNOTATION_AGREEMENT, ANNOTATOR_AGREEMENT, ANNOTATOR_DRIFT, CONSENSUS
+from dicom_triage.schemas.annotation import LABELS
 from tests.test_annotator_drift import drift_rows, simulate_labels
 
 pytestmark = pytest.mark.spark
@@ -91,7 +91,7 @@ def test_without_labels_names_the_setting(spark, tmp_path):
 
 
 def test_report_shows_the_agreement_section(agreed, tmp_path):
-    from jobs import report
+    from dicom_triage.jobs import report
 
     output = agreed["store"].output
     result = report.run(context(output, f"report.path={tmp_path}/report.html"), Tracker(False), say=lambda _: None)

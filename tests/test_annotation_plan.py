@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from udfs.annotation_plan import batch_count, deal
+from dicom_triage.udfs.annotation_plan import batch_count, deal
 
 SECRET = "demo-pipeline-test-secret-0123456789"
 
@@ -92,7 +92,7 @@ def synthetic_inclusion(spark):
 
 
 def _plan(inclusion, seed=17, names=("ana", "ben", "chen"), batch_size=200, fraction=0.1):
-    from jobs.annotate_plan import assignments, included_instances
+    from dicom_triage.jobs.annotate_plan import assignments, included_instances
     return assignments(included_instances(inclusion, ["site", "cluster"]), list(names), batch_size, fraction,
                        seed).toPandas()
 
@@ -125,7 +125,7 @@ def test_plan_is_stratified_complete_and_seeded(synthetic_inclusion):
 
 
 def test_plan_command_on_the_demo(full_pipeline, monkeypatch, capsys):
-    from jobs.cli import main as triage
+    from dicom_triage.jobs.cli import main as triage
     monkeypatch.setenv("TRIAGE_HMAC_SECRET", SECRET)
     assert triage(["annotate", "plan", *full_pipeline.args, "--set", "annotate.annotators=[a,b,c]",
                    "--set", "annotate.batch_size=50", "--set", "annotate.overlap_fraction=0.2"]) == 0
@@ -145,8 +145,8 @@ def test_plan_command_on_the_demo(full_pipeline, monkeypatch, capsys):
 
 
 def test_annotators_are_required():
-    from jobs.annotate_plan import annotators_from
-    from jobs.config import ConfigError, load_settings
+    from dicom_triage.jobs.annotate_plan import annotators_from
+    from dicom_triage.jobs.config import ConfigError, load_settings
     for value in ("[]", "null", "[a, a]"):
         with pytest.raises(ConfigError, match="annotate.annotators"):
             annotators_from(load_settings([], [f"annotate.annotators={value}"]))

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from udfs.agreement import Params, analyse_batch
-from udfs.annotator_drift import batch_figures, flag_annotator
+from dicom_triage.udfs.agreement import Params, analyse_batch
+from dicom_triage.udfs.annotator_drift import batch_figures, flag_annotator
 
 CLASSES = ["nodule", "mass", "normal"]
 PARAMS = Params(label_kind="nominal", box_match_iou=0.5, min_items=5, worst_items=5)

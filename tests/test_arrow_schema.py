@@ -4,11 +4,11 @@ import pytest
 from pyspark.sql.types import (ArrayType, DecimalType, DoubleType, MapType, StringType, StructField,
                                StructType, TimestampType)
 
-from jobs.arrow_schema import arrow_type, to_arrow_schema
-from jobs.inventory import INVENTORY_SPARK_SCHEMA
-from schemas.ingest import PARSED
-from schemas.pixels import PIXEL_STATS
-from udfs.inventory import INVENTORY_SCHEMA
+from dicom_triage.jobs.arrow_schema import arrow_type, to_arrow_schema
+from dicom_triage.jobs.inventory import INVENTORY_SPARK_SCHEMA
+from dicom_triage.schemas.ingest import PARSED
+from dicom_triage.schemas.pixels import PIXEL_STATS
+from dicom_triage.udfs.inventory import INVENTORY_SCHEMA
 
 
 def test_timestamps_are_utc_microseconds_and_nullability_is_kept():

@@ -16,9 +16,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from jobs.demo.imaging import burn_text
-from udfs.burned_in import CORNERS, burned_in_text, corner_bands, text_glyphs
-from udfs.pixel_stats import SHARPNESS_PX, downscale, measure_pixels, window01
+from dicom_triage.jobs.demo.imaging import burn_text
+from dicom_triage.udfs.burned_in import CORNERS, burned_in_text, corner_bands, text_glyphs
+from dicom_triage.udfs.pixel_stats import SHARPNESS_PX, downscale, measure_pixels, window01
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(pydicom.__file__).parents[1] / "data_store" / "data"

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from pyspark import SparkContext
 
-from jobs.config import ConfigError, load_settings
-from jobs.runtime import RunContext, resolve_secret
-from jobs.session import configured_master
+from dicom_triage.jobs.config import ConfigError, load_settings
+from dicom_triage.jobs.runtime import RunContext, resolve_secret
+from dicom_triage.jobs.session import configured_master
 
 DEMO = ["privacy.allow_generated_secret=true"]
 

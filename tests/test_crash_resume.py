@@ -21,8 +21,8 @@ from deltalake import DeltaTable
 
 from tests.privacy_scan import scan_output
 
-from jobs.cli import demo_expectations
-from jobs.demo_data import generate_delivery
+from dicom_triage.jobs.cli import demo_expectations
+from dicom_triage.jobs.demo_data import generate_delivery
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def delivery(tmp_path_factory):
 
 
 def command(root, stage: str) -> list[str]:
-    args = [sys.executable, "-m", "jobs", stage, "--input", str(root / "delivery"), "--output", str(root / "out"),
+    args = [sys.executable, "-m", "dicom_triage.jobs", stage, "--input", str(root / "delivery"), "--output", str(root / "out"),
             "--set", "neighbors.exact=true", "--set", "clusters.map=pca", "--set", "progress_seconds=1"]
     for item in demo_expectations(str(root / "delivery")):
         args += ["--set", item]
@@ -155,7 +155,7 @@ def test_no_planted_identifier_in_any_output(resumed):
 def test_the_scan_finds_what_is_there(spark, tmp_path):
     """The scanner itself: an identifier hidden in a nested struct, in a PNG's
     text chunk, in a file and in a log line is found; numbers are not mistaken."""
-    from jobs.tables import TableStore
+    from dicom_triage.jobs.tables import TableStore
 
     store = TableStore(spark, str(tmp_path))
     frame = spark.createDataFrame([("a", [{"detail": "seen BRAMDANE^TOBIAS"}], b"\x89PNG tEXt 1936-11-14", 0.1936111450)],

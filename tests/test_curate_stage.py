@@ -10,8 +10,8 @@ import math
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.cli import main as triage
-from jobs.config import load_settings
+from dicom_triage.jobs.cli import main as triage
+from dicom_triage.jobs.config import load_settings
 
 pytestmark = pytest.mark.spark
 

@@ -17,8 +17,8 @@ import re
 import pytest
 import yaml
 
-from jobs.cli import STAGES, build_parser, settings_from
-from jobs.config import default_settings, load_settings
+from dicom_triage.jobs.cli import STAGES, build_parser, settings_from
+from dicom_triage.jobs.config import default_settings, load_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLE_FILE = os.path.join(ROOT, "databricks.yml")
@@ -183,7 +183,7 @@ def test_tasks_call_the_triage_command(bundle, pyproject):
     for task in job(bundle)["tasks"]:
         wheel_task = task["python_wheel_task"]
         assert wheel_task["entry_point"] in scripts, f"task {task['task_key']}: no such entry point"
-        assert scripts[wheel_task["entry_point"]] == "jobs.cli:console_main"
+        assert scripts[wheel_task["entry_point"]] == "dicom_triage.jobs.cli:console_main"
         assert re.sub(r"[-_.]+", "-", wheel_task["package_name"]).lower() == project
 
 
@@ -301,7 +301,7 @@ def test_schema_check_catches_mistakes(bundle):
 def test_the_entry_point_exits_with_the_command_s_code(monkeypatch):
     """A wheel task calls the entry point function: a configuration error must
     end the process with a non-zero code, not return it to a caller that drops it."""
-    from jobs.cli import console_main
+    from dicom_triage.jobs.cli import console_main
     monkeypatch.setattr("sys.argv", ["triage", "ingest", "--set", "no_such_setting=1"])
     with pytest.raises(SystemExit) as stopped:
         console_main()

@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from jobs.cli import main as triage
-from jobs.curate import CONTRIBUTIONS
-from jobs.tables import TableStore
+from dicom_triage.jobs.cli import main as triage
+from dicom_triage.jobs.curate import CONTRIBUTIONS
+from dicom_triage.jobs.tables import TableStore
 
 pytestmark = pytest.mark.spark
 

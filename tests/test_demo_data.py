@@ -19,10 +19,10 @@ import pydicom
 import pytest
 from pydicom.errors import InvalidDicomError
 
-from jobs.demo import sources
-from jobs.demo_data import (GROUND_TRUTH_COLUMNS, GROUND_TRUTH_CSV, GROUND_TRUTH_JSON,
+from dicom_triage.jobs.demo import sources
+from dicom_triage.jobs.demo_data import (GROUND_TRUTH_COLUMNS, GROUND_TRUTH_CSV, GROUND_TRUTH_JSON,
                             build_delivery, delivery_files, generate_delivery)
-from schemas.reasons import ALL_CODES, INGEST_ERROR_CODES
+from dicom_triage.schemas.reasons import ALL_CODES, INGEST_ERROR_CODES
 
 SEED = 7
 INGEST_ERRORS = ("EMPTY_FILE", "NOT_DICOM", "TRUNCATED", "CORRUPT_HEADER")
@@ -317,7 +317,7 @@ def test_duplicates_point_at_earlier_objects(delivery):
 
 def _display(delivery, path: str) -> np.ndarray:
     """The embed stage's network input of a file, as one grey 224 x 224 image."""
-    from udfs.embedding import preprocess
+    from dicom_triage.udfs.embedding import preprocess
 
     return preprocess(read(delivery, path))[0].ravel()
 

@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from jobs.cli import main as triage
+from dicom_triage.jobs.cli import main as triage
 
 pytestmark = pytest.mark.spark
 

@@ -16,12 +16,12 @@ import pydicom
 import pytest
 import torch
 
-from udfs import encoders
-from udfs.embedding import (OUTPUT_COLUMNS, decode_stored_frame, embed_rows, make_embedder,
+from dicom_triage.udfs import encoders
+from dicom_triage.udfs.embedding import (OUTPUT_COLUMNS, decode_stored_frame, embed_rows, make_embedder,
                             preprocess, read_dataset)
-from udfs.encoders import (IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Features, bundled_weights_path,
+from dicom_triage.udfs.encoders import (IMAGENET_MEAN, IMAGENET_STD, MobileNetV2Features, bundled_weights_path,
                            get_encoder, load_encoder, load_mobilenet_v2)
-from udfs.pixels import NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError, iter_frames
+from dicom_triage.udfs.pixels import NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError, iter_frames
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(pydicom.__file__).parents[1] / "data_store" / "data"

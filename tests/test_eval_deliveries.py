@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.reasons import ALL_CODES
+from dicom_triage.schemas.reasons import ALL_CODES
 from tests.deliveries import verify
 
 SEED = 3

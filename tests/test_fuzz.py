@@ -12,13 +12,13 @@ import time
 import pydicom
 import pytest
 
-from jobs.config import load_settings
-from jobs.runtime import header_policy
+from dicom_triage.jobs.config import load_settings
+from dicom_triage.jobs.runtime import header_policy
 from tests import fuzzing as fz
-from udfs.embedding import preprocess
-from udfs.headers import parse_object
-from udfs.pixel_stats import measure_file
-from udfs.pixels import UNREADABLE_PIXELS, PixelDecodeError
+from dicom_triage.udfs.embedding import preprocess
+from dicom_triage.udfs.headers import parse_object
+from dicom_triage.udfs.pixel_stats import measure_file
+from dicom_triage.udfs.pixels import UNREADABLE_PIXELS, PixelDecodeError
 
 POLICY = header_policy(load_settings(), b"fuzz-secret-0123456789")
 LIMITS = fz.Limits(time_bound=10.0, grace=10.0, memory_cap=3 * 2**30)

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from schemas.reasons import ALL_CODES
-from udfs.geometry import (GEOMETRY_KEYS, GeometryRules, series_geometry)
-from udfs.projections import PROJECTION_KEYS, series_projections
+from dicom_triage.schemas.reasons import ALL_CODES
+from dicom_triage.udfs.geometry import (GEOMETRY_KEYS, GeometryRules, series_geometry)
+from dicom_triage.udfs.projections import PROJECTION_KEYS, series_projections
 
 AXIAL = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 SAGITTAL = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from jobs.clusters import (cluster_embeddings, cluster_makeup, default_k, makeup_by_dimension, umap_map,
+from dicom_triage.jobs.clusters import (cluster_embeddings, cluster_makeup, default_k, makeup_by_dimension, umap_map,
                            use_umap)
-from jobs.graph import ComponentsDidNotConverge, connected_components
-from udfs.outliers import knn_outlier_scores, robust_fence, robust_z, uniqueness
+from dicom_triage.jobs.graph import ComponentsDidNotConverge, connected_components
+from dicom_triage.udfs.outliers import knn_outlier_scores, robust_fence, robust_z, uniqueness
 
 
 def components(spark, edges, vertices=None, **kwargs):

@@ -11,12 +11,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from jobs.config import load_settings
-from jobs.runtime import header_policy
-from schemas.ingest import INSTANCES, PARSED, PROMOTED_COLUMNS, snake_case
-from udfs.headers import HeaderPolicy, parse_object
-from udfs.identifiers import keyed_hash
-from udfs.object_reader import BlockReader, ReadBudgetExceeded
+from dicom_triage.jobs.config import load_settings
+from dicom_triage.jobs.runtime import header_policy
+from dicom_triage.schemas.ingest import INSTANCES, PARSED, PROMOTED_COLUMNS, snake_case
+from dicom_triage.udfs.headers import HeaderPolicy, parse_object
+from dicom_triage.udfs.identifiers import keyed_hash
+from dicom_triage.udfs.object_reader import BlockReader, ReadBudgetExceeded
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(__import__("data_store").__file__).parent / "data"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from jobs.cli import main as triage
-from jobs.config import load_settings
-from jobs.demo_data import generate_delivery
-from jobs.tables import TableStore
+from dicom_triage.jobs.cli import main as triage
+from dicom_triage.jobs.config import load_settings
+from dicom_triage.jobs.demo_data import generate_delivery
+from dicom_triage.jobs.tables import TableStore
 
 pytestmark = pytest.mark.spark
 SECRET = "integration-test-secret-0123456789"

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.cli import main as triage
-from jobs.tables import TableStore
-from udfs.inventory import missing_columns, read_inventory
+from dicom_triage.jobs.cli import main as triage
+from dicom_triage.jobs.tables import TableStore
+from dicom_triage.udfs.inventory import missing_columns, read_inventory
 
 SECRET = "inventory-test-secret-0123456789"
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from udfs.knn import assign_lists, merge_topk, topk_block
+from dicom_triage.udfs.knn import assign_lists, merge_topk, topk_block
 
 
 def unit(x):
@@ -37,7 +37,7 @@ def data():
 def test_topk_block_matches_brute_force(data, monkeypatch):
     x, ids = data
     want_ids, want_d = brute(x, ids, 7)
-    import udfs.knn
+    import dicom_triage.udfs.knn
     monkeypatch.setattr(udfs.knn, "CHUNK_CELLS", 50 * 400)  # force several query chunks
     got_ids, got_d = topk_block(x, ids, x, ids, 7)
     assert (got_ids == want_ids).all()
@@ -88,7 +88,7 @@ def collect_knn(result, k):
 
 
 def test_exact_equals_brute_force_with_blocks_on_both_sides(spark):
-    from jobs.knn import all_pairs_knn
+    from dicom_triage.jobs.knn import all_pairs_knn
 
     rng = np.random.default_rng(3)
     x = unit(rng.normal(size=(500, 32)))
@@ -110,7 +110,7 @@ def test_exact_equals_brute_force_with_blocks_on_both_sides(spark):
 
 
 def test_database_split_does_not_change_the_approximate_result(spark):
-    from jobs.knn import all_pairs_knn
+    from dicom_triage.jobs.knn import all_pairs_knn
 
     n, k = 1500, 5
     x = clustered(n, 32, 6, seed=7)
@@ -129,7 +129,7 @@ def test_database_split_does_not_change_the_approximate_result(spark):
 
 
 def test_approximate_recall_on_clusters(spark):
-    from jobs.knn import all_pairs_knn
+    from dicom_triage.jobs.knn import all_pairs_knn
 
     n, k = 3000, 10
     x = clustered(n, 64, 30, seed=5)
@@ -147,7 +147,7 @@ def test_approximate_recall_on_clusters(spark):
 
 
 def test_k_larger_than_candidates(spark):
-    from jobs.knn import all_pairs_knn
+    from dicom_triage.jobs.knn import all_pairs_knn
 
     x = unit(np.random.default_rng(9).normal(size=(6, 8)))
     ids = np.arange(6, dtype=np.int64)

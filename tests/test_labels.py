@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from udfs.labels import (BAD_BOX, MISSING_FIELD, UNKNOWN_INSTANCE, UNKNOWN_LABEL, UnreadableLabels,
+from dicom_triage.udfs.labels import (BAD_BOX, MISSING_FIELD, UNKNOWN_INSTANCE, UNKNOWN_LABEL, UnreadableLabels,
                          box_outside, check_labels, parse_box, parse_bytes)
 
 SECRET = "demo-pipeline-test-secret-0123456789"
@@ -129,8 +129,8 @@ def test_boxes_and_unreadable_input():
 
 def test_missing_or_unreadable_labels_name_the_setting(tmp_path):
     from types import SimpleNamespace
-    from jobs.annotate_import import read_records
-    from jobs.config import ConfigError
+    from dicom_triage.jobs.annotate_import import read_records
+    from dicom_triage.jobs.config import ConfigError
     ctx = SimpleNamespace(storage_options={}, store=None)
     (tmp_path / "broken.json").write_text("[{")
     (tmp_path / "empty").mkdir()
@@ -140,7 +140,7 @@ def test_missing_or_unreadable_labels_name_the_setting(tmp_path):
 
 
 def test_import_command_on_the_demo(full_pipeline, tmp_path, monkeypatch, capsys):
-    from jobs.cli import main as triage
+    from dicom_triage.jobs.cli import main as triage
     monkeypatch.setenv("TRIAGE_HMAC_SECRET", SECRET)
     store = full_pipeline.store
     inst = store.read("instances").select("path", "relative_path", "sop_instance_uid", "rows", "columns") \
@@ -167,7 +167,7 @@ def test_import_command_on_the_demo(full_pipeline, tmp_path, monkeypatch, capsys
         "images": [{"id": 1, "file_name": rel[0]}, {"id": 2, "file_name": rel[5]}],
         "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [2, 2, 4, 4]}]}))
     # an assignment: its batch joins ana's label of p[0]; the other labels stay unassigned
-    from schemas.annotation import ASSIGNMENTS
+    from dicom_triage.schemas.annotation import ASSIGNMENTS
     assignment = store.spark.createDataFrame(
         [(4, "ana", p[0], uid[0], False, "site=x", 0, "t", datetime.datetime(2026, 1, 1))], ASSIGNMENTS)
     store.write(assignment, "annotation_assignments", mode="overwrite")

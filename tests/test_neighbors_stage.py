@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from jobs.cli import main as triage
+from dicom_triage.jobs.cli import main as triage
 
 pytestmark = pytest.mark.spark
 

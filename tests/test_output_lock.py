@@ -15,9 +15,9 @@ import time
 import pytest
 from deltalake import DeltaTable
 
-from jobs.demo_data import generate_delivery
-from jobs.output_lock import LOCK_NAME, OutputBusy, OutputLock, is_stale
-from jobs.storage import filesystem
+from dicom_triage.jobs.demo_data import generate_delivery
+from dicom_triage.jobs.output_lock import LOCK_NAME, OutputBusy, OutputLock, is_stale
+from dicom_triage.jobs.storage import filesystem
 
 SECRET = "output-lock-test-secret-0123456789"
 
@@ -102,7 +102,7 @@ def test_exclusive_create_on_s3(s3_server):
 
 def _ingest_twice_at_once(input_uri: str, output: str, extra: list[str]) -> list[subprocess.CompletedProcess]:
     env = {**os.environ, "TRIAGE_HMAC_SECRET": SECRET}
-    args = [sys.executable, "-m", "jobs", "ingest", "--input", input_uri, "--output", output,
+    args = [sys.executable, "-m", "dicom_triage.jobs", "ingest", "--input", input_uri, "--output", output,
             "--set", "mlflow.enabled=false", "--set", "progress_seconds=0", *extra]
     runs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]

@@ -20,11 +20,11 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
-from udfs.pixel_stats import (PERCENTILE_KEYS, PERCENTILES, RESULT_KEYS, blurry_score,
+from dicom_triage.udfs.pixel_stats import (PERCENTILE_KEYS, PERCENTILES, RESULT_KEYS, blurry_score,
                               distribution_of, efc, laplacian_variance, measure_file,
                               measure_pixels, moments, noise_sigma, otsu_threshold, percentiles,
                               value_stats)
-from udfs.pixels import NO_PIXEL_DATA, UNREADABLE_PIXELS
+from dicom_triage.udfs.pixels import NO_PIXEL_DATA, UNREADABLE_PIXELS
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(pydicom.__file__).parents[1] / "data_store" / "data"

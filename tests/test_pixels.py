@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 
-from udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError, describe,
+from dicom_triage.udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError, describe,
                          iter_frames, iter_stored_frames, luminance, padding_mask)
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

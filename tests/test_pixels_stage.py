@@ -127,9 +127,9 @@ def test_range_rules_and_group_fences_on_hand_made_rows(spark):
 
     from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
-    from jobs.config import load_settings
-    from jobs.pixels import with_findings
-    from schemas.pixels import PIXEL_MEASURES
+    from dicom_triage.jobs.config import load_settings
+    from dicom_triage.jobs.pixels import with_findings
+    from dicom_triage.schemas.pixels import PIXEL_MEASURES
 
     def measured(path, **values):
         base = {"path": path, "sop_instance_uid": path, "series_instance_uid": "s", "modality": "CT",

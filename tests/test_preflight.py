@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from jobs.cli import main as triage
-from jobs.config import ConfigError
-from jobs.preflight import check_input, check_output
+from dicom_triage.jobs.cli import main as triage
+from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.preflight import check_input, check_output
 from tests.conftest import MOTO_SERVER
 
 FAST_S3 = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from jobs.progress import progress_line, shown
+from dicom_triage.jobs.progress import progress_line, shown
 
 pytestmark = pytest.mark.spark
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from udfs import relevance
-from udfs.relevance import claims_expected, comparable, content_scores, header_findings, knn_mean_distance
+from dicom_triage.udfs import relevance
+from dicom_triage.udfs.relevance import claims_expected, comparable, content_scores, header_findings, knn_mean_distance
 
 
 def codes(findings):
@@ -173,7 +173,7 @@ def test_consistent_acquisitions_are_not_foreign(modality, acquisition):
     assert relevance.foreign_acquisition(modality, **acquisition) is None
 
 
-def test_header_findings_report_a_foreign_acquisition_only_for_an_expected_modality():
+def test_header_findings_report_a_foreign_acquisition_only_when_nothing_else_is_found():
     ct_as_mr = dict(kvp=140.0, rescale_type="HU")
     codes = [f["code"] for f in relevance.header_findings("MR", "HEAD", None, "T1", None, ["MR"], ["head"],
                                                           ct_as_mr)]
@@ -181,3 +181,7 @@ def test_header_findings_report_a_foreign_acquisition_only_for_an_expected_modal
     codes = [f["code"] for f in relevance.header_findings("CT", "HEAD", None, "T1", None, ["MR"], ["head"],
                                                           dict(field_strength=3.0))]
     assert codes == ["UNEXPECTED_MODALITY"]      # already foreign by its label
+    codes = [f["code"] for f in relevance.header_findings("MR", "HEAD", None, "T SPINE", None, ["MR"], ["head"],
+                                                          ct_as_mr)]
+    assert codes == ["ANATOMY_HEADER_MISMATCH"]  # a header that contradicts itself is reported alone
+    assert relevance.header_findings("MR", "HEAD", None, "T1", None, ["MR"], ["head"], None) == []

@@ -14,15 +14,15 @@ import shutil
 import pytest
 from PIL import Image
 
-from jobs import report
-from jobs.config import load_settings
-from jobs.runtime import RunContext
-from jobs.tables import TableStore
-from jobs.tracking import Tracker, tracking_uri
-from schemas.curate import INCLUSION, REVIEW_QUEUE
-from schemas.ingest import INGEST_ERRORS, INSTANCES
-from schemas.neighbors import CLUSTERS
-from schemas.pixels import PIXEL_STATS, SERIES
+from dicom_triage.jobs import report
+from dicom_triage.jobs.config import load_settings
+from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.jobs.tables import TableStore
+from dicom_triage.jobs.tracking import Tracker, tracking_uri
+from dicom_triage.schemas.curate import INCLUSION, REVIEW_QUEUE
+from dicom_triage.schemas.ingest import INGEST_ERRORS, INSTANCES
+from dicom_triage.schemas.neighbors import CLUSTERS
+from dicom_triage.schemas.pixels import PIXEL_STATS, SERIES
 
 pytestmark = pytest.mark.spark
 
@@ -232,7 +232,7 @@ def test_report_to_s3(spark, handmade, s3_server):
 
 def run_report(output, args: list[str]) -> str:
     """`triage report` on a pipeline's output, with MLflow on: (MLflow client, the run's id)."""
-    from jobs.cli import main as triage
+    from dicom_triage.jobs.cli import main as triage
 
     settings = load_settings(overrides=[f"output={output}"])
     assert triage(["report", *args]) == 0

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import pandas as pd
 from PIL import Image
 
-from jobs import report_html as R
+from dicom_triage.jobs import report_html as R
 
 HOSTILE = '<script>alert("x")</script>'
 

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from jobs.config import ConfigError, load_settings
-from schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
-from udfs.review import cluster_quota, diversified_order
+from dicom_triage.jobs.config import ConfigError, load_settings
+from dicom_triage.schemas.reasons import ALL_CODES, IO_ERROR, TIMEOUT
+from dicom_triage.udfs.review import cluster_quota, diversified_order
 
 
 def test_priority_order_when_clusters_are_balanced():

@@ -23,8 +23,8 @@ import yaml
 
 from tests.standalone_cluster import StandaloneCluster, interpreter_without_project
 
-from jobs.demo_data import generate_delivery
-from jobs.summary import TABLES
+from dicom_triage.jobs.demo_data import generate_delivery
+from dicom_triage.jobs.summary import TABLES
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -69,9 +69,9 @@ def world(tmp_path_factory, s3_server):
                    check=True, capture_output=True, timeout=300)
     wheel, = dist.glob("dicom_triage-*.whl")
     python = interpreter_without_project(root)
-    probe = subprocess.run([python, "-c", "import jobs"], capture_output=True, text=True, cwd=root,
+    probe = subprocess.run([python, "-c", "import dicom_triage"], capture_output=True, text=True, cwd=root,
                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
-    assert probe.returncode != 0 and "No module named 'jobs'" in probe.stderr, "the project must come only from the wheel"
+    assert probe.returncode != 0 and "No module named 'dicom_triage'" in probe.stderr, "the project must come only from the wheel"
 
     # The daemons (and so the executors) get neither the secret nor object-store credentials.
     daemon_env = {k: v for k, v in os.environ.items()
@@ -113,7 +113,7 @@ def s3_keys(world, prefix: str) -> list[str]:
 def read_tables(world, output: str) -> dict[str, list[dict]]:
     """Every result table under `output`: its rows in key order, without what may differ between runs."""
     from deltalake import DeltaTable
-    from jobs.delta_rs_source import delta_storage_options, open_table
+    from dicom_triage.jobs.delta_rs_source import delta_storage_options, open_table
     found = {}
     for name in TABLES:
         if open_table(f"{output}/{name}", world["options"]) is None:
@@ -174,7 +174,7 @@ def test_pipeline_on_two_workers_equals_local_run(world):
     local_env = driver_env(world, SECRET)
     local_env["PYSPARK_PYTHON"] = sys.executable
     local = subprocess.Popen(
-        [sys.executable, "-m", "jobs", "run", "--input", f"s3://{bucket}/delivery",
+        [sys.executable, "-m", "dicom_triage.jobs", "run", "--input", f"s3://{bucket}/delivery",
          "--output", f"s3://{bucket}/out-local", "--conf", f"s3://{bucket}/conf/triage.yaml",
          "--set", "spark.master=local[2]", "--set", f"mlflow.tracking_uri=sqlite:///{root}/mlflow-local.db"],
         cwd=REPO, env=local_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -17,8 +17,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (ArrayType, DateType, IntegerType, LongType, MapType, StringType,
                                StructField, StructType, TimestampType)
 
-from jobs.delta_rs_source import delta_storage_options
-from jobs.tables import TableNotFoundError, TableStore, resolve_backend
+from dicom_triage.jobs.delta_rs_source import delta_storage_options
+from dicom_triage.jobs.tables import TableNotFoundError, TableStore, resolve_backend
 
 pytestmark = pytest.mark.spark
 
@@ -230,7 +230,7 @@ def test_s3_credentials_from_environment_only(s3_server, tmp_path):
     bucket = s3_server.create_bucket("env-only")
     script = textwrap.dedent(f"""
         from pyspark.sql import SparkSession
-        from jobs.tables import TableStore
+        from dicom_triage.jobs.tables import TableStore
         spark = (SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false")
                  .getOrCreate())
         store = TableStore(spark, "s3://{bucket}/out")

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jobs import versions
+from dicom_triage.jobs import versions
 
 
 def test_major_minor():
@@ -26,7 +26,7 @@ def test_pyspark_lines(monkeypatch, version, ok):
 
 
 def test_unsupported_pyspark_stops_the_job_with_one_line(monkeypatch, tmp_path, capsys):
-    from jobs.cli import main
+    from dicom_triage.jobs.cli import main
     monkeypatch.setattr(versions, "pyspark_version", lambda: "3.5.3")
     monkeypatch.setenv("TRIAGE_HMAC_SECRET", "version-test-secret-0123456789")
     assert main(["pixels", "--output", str(tmp_path)]) == 3
@@ -36,7 +36,7 @@ def test_unsupported_pyspark_stops_the_job_with_one_line(monkeypatch, tmp_path, 
 
 
 def test_version_command_names_what_runs():
-    out = subprocess.run([sys.executable, "-m", "jobs", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "dicom_triage.jobs", "--version"], capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
     assert lines[0].startswith("dicom-triage ")
     assert lines[1] == f"python {sys.version.split()[0]}"

@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from udfs import boxes as B
-from udfs.annotator_drift import batch_figures
+from dicom_triage.udfs import boxes as B
+from dicom_triage.udfs.annotator_drift import batch_figures
 
 KINDS = ("nominal", "ordinal")
 WEIGHTS = ("none", "linear", "quadratic")

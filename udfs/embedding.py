@@ -50,11 +50,11 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 from PIL import Image
 
-from udfs import pixels
-from udfs.encoders import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
-from udfs.pixel_stats import (DEFER_BYTES, _looks_like_cut_pixel_data, colour_display, display_window,
+from dicom_triage.udfs import pixels
+from dicom_triage.udfs.encoders import IMAGENET_MEAN, IMAGENET_STD, INPUT_SIZE
+from dicom_triage.udfs.pixel_stats import (DEFER_BYTES, _looks_like_cut_pixel_data, colour_display, display_window,
                                fit_size, window01)
-from udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError,
+from dicom_triage.udfs.pixels import (NO_PIXEL_DATA, UNREADABLE_PIXELS, PixelDecodeError,
                          PixelInfo, describe, padding_mask, to_modality)
 
 FRAMES = ("middle", "first")
@@ -287,13 +287,13 @@ def make_embedder(storage_options: dict, encoder_spec: str, device: str, threads
     and prefetching run across the incoming Arrow batches."""
 
     def read_object(path: str) -> bytes:
-        from jobs.storage import filesystem
+        from dicom_triage.jobs.storage import filesystem
         fs, stripped = filesystem(path, storage_options)
         return fs.cat_file(stripped)
 
     def embed_frames(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
-        from udfs.encoders import get_encoder
+        from dicom_triage.udfs.encoders import get_encoder
 
         encoder = get_encoder(encoder_spec, device, threads)
         sizes: deque[int] = deque()

@@ -23,9 +23,9 @@ from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from schemas.ingest import PROMOTED, PROMOTED_COLUMNS
-from udfs.identifiers import keyed_hash
-from udfs.object_reader import (DEFLATED_TS, BlockReader, InflateLimitExceeded, ReadBudgetExceeded,
+from dicom_triage.schemas.ingest import PROMOTED, PROMOTED_COLUMNS
+from dicom_triage.udfs.identifiers import keyed_hash
+from dicom_triage.udfs.object_reader import (DEFLATED_TS, BlockReader, InflateLimitExceeded, ReadBudgetExceeded,
                                 declared_transfer_syntax, read_deflated)
 
 # Malformed values are common in real deliveries; they become nulls, not warnings.

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from udfs.headers import HeaderPolicy, error_row, parse_object
+from dicom_triage.udfs.headers import HeaderPolicy, error_row, parse_object
 
 logging.getLogger("pydicom").setLevel(logging.ERROR)
 
@@ -39,7 +39,7 @@ def make_batch_parser(policy: HeaderPolicy, storage_options: dict, run_id: str,
     """A `mapInArrow` function: RecordBatches of listings → RecordBatches of PARSED rows."""
 
     def open_fetch(path: str):
-        from jobs.storage import fetcher
+        from dicom_triage.jobs.storage import fetcher
         return fetcher(path, storage_options)
 
     def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

@@ -11,9 +11,9 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from udfs.headers import ParseTimeout, time_limit
-from udfs.pixel_stats import RESULT_KEYS, measure_file
-from udfs.pixels import MAX_DECODED_BYTES, MAX_FRAME_BYTES
+from dicom_triage.udfs.headers import ParseTimeout, time_limit
+from dicom_triage.udfs.pixel_stats import RESULT_KEYS, measure_file
+from dicom_triage.udfs.pixels import MAX_DECODED_BYTES, MAX_FRAME_BYTES
 
 logging.getLogger("pydicom").setLevel(logging.ERROR)
 
@@ -50,7 +50,7 @@ def make_pixel_measurer(storage_options: dict, arrow_schema: pa.Schema, timeout_
     """A `mapInArrow` function over instance rows."""
 
     def read_object(path: str) -> bytes:
-        from jobs.storage import filesystem
+        from dicom_triage.jobs.storage import filesystem
         fs, stripped = filesystem(path, storage_options)
         return fs.cat_file(stripped)
 

@@ -36,8 +36,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from PIL import Image, ImageFilter
 
-from udfs.burned_in import burned_in_text
-from udfs.pixels import (MAX_DECODED_BYTES, MAX_FRAME_BYTES, NO_PIXEL_DATA, UNREADABLE_PIXELS,
+from dicom_triage.udfs.burned_in import burned_in_text
+from dicom_triage.udfs.pixels import (MAX_DECODED_BYTES, MAX_FRAME_BYTES, NO_PIXEL_DATA, UNREADABLE_PIXELS,
                          PixelDecodeError, PixelInfo, describe, frame_float_dtype, iter_stored_frames,
                          padding_mask, read_for_decoding, scalar_frame)
 

@@ -475,7 +475,7 @@ def read_for_decoding(fp: BinaryIO, force: bool, defer_size: int,
     checks, and at most `max_decoded_bytes`; else PixelDecodeError. Other read
     failures raise as dcmread's do."""
     from pydicom import dcmread
-    from udfs.object_reader import DEFLATED_TS, InflateLimitExceeded, declared_transfer_syntax, read_deflated
+    from dicom_triage.udfs.object_reader import DEFLATED_TS, InflateLimitExceeded, declared_transfer_syntax, read_deflated
     if declared_transfer_syntax(fp) != DEFLATED_TS:
         return dcmread(fp, force=force, defer_size=defer_size)
     start = fp.tell()

@@ -34,8 +34,8 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from udfs.embedding import embed_rows, preprocess  # noqa: E402
-from udfs.encoders import get_encoder, load_encoder  # noqa: E402
+from dicom_triage.udfs.embedding import embed_rows, preprocess  # noqa: E402
+from dicom_triage.udfs.encoders import get_encoder, load_encoder  # noqa: E402
 
 TEMPLATE = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 PADDING = -2000
@@ -98,7 +98,7 @@ def make_files(folder: Path, count: int, codecs: list[str]) -> dict[str, list[di
 
 
 def read_object(path: str) -> bytes:
-    from jobs.storage import filesystem
+    from dicom_triage.jobs.storage import filesystem
     fs, stripped = filesystem(path, {})
     return fs.cat_file(stripped)
 

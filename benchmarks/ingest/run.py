@@ -256,8 +256,8 @@ class Bench:
     def __init__(self, spark, settings):
         from pyspark.sql.pandas.types import to_arrow_schema
 
-        from jobs.runtime import header_policy
-        from schemas.ingest import PARSED
+        from dicom_triage.jobs.runtime import header_policy
+        from dicom_triage.schemas.ingest import PARSED
         self.spark = spark
         self.settings = settings
         self.policy = header_policy(settings, SECRET)
@@ -268,9 +268,9 @@ class Bench:
     def ingest_frame(self, root: str, storage_options: dict, list_options: dict | None = None):
         """This project's parse, as jobs.ingest._parse_and_write builds it. Returns
         (DataFrame, seconds spent listing on the driver)."""
-        from jobs.ingest import listing_frame
-        from jobs.storage import filesystem, list_objects
-        from udfs.ingest_batch import make_batch_parser
+        from dicom_triage.jobs.ingest import listing_frame
+        from dicom_triage.jobs.storage import filesystem, list_objects
+        from dicom_triage.udfs.ingest_batch import make_batch_parser
         list_options = storage_options if list_options is None else list_options
         if "://" in root and not root.startswith("file://"):
             filesystem(root, list_options)[0].invalidate_cache()  # a job lists once, uncached
@@ -328,8 +328,8 @@ class Bench:
     # (c) ------------------------------------------------------------------------
     def pixels_frame(self, root: str, endpoint_url: str | None = None, storage_options=None):
         if root.startswith("s3://"):  # binaryFile cannot list s3:// here: use the same listing as (a)
-            from jobs.ingest import listing_frame
-            from jobs.storage import filesystem, list_objects
+            from dicom_triage.jobs.ingest import listing_frame
+            from dicom_triage.jobs.storage import filesystem, list_objects
             filesystem(root, storage_options)[0].invalidate_cache()
             paths = listing_frame(self.spark, list_objects(root, storage_options)).select("path")
         else:
@@ -420,7 +420,7 @@ def main() -> None:
     args = ap.parse_args()
     wall = time.perf_counter()
 
-    from jobs.config import load_settings
+    from dicom_triage.jobs.config import load_settings
     settings = load_settings()
 
     tmp = None

@@ -107,7 +107,7 @@ def say(**fields):
 
 
 def worker_ivf(data, out, k, exact=False):
-    from jobs.knn import all_pairs_knn
+    from dicom_triage.jobs.knn import all_pairs_knn
     spark = spark_session()
     df = spark.read.parquet(data).cache()
     df.count()

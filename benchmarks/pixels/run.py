@@ -40,7 +40,7 @@ from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossles
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from udfs.pixel_stats import PERCENTILES, measure_file  # noqa: E402
+from dicom_triage.udfs.pixel_stats import PERCENTILES, measure_file  # noqa: E402
 
 TEMPLATE = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
 PADDING = -2000          # stored value outside the field of view (CT_small's PixelPaddingValue)
@@ -123,8 +123,8 @@ def phase_breakdown(blob: bytes, repeat: int = 200) -> dict[str, float]:
     """ms per call of measure_file's main phases on one image (each timed alone)."""
     import hashlib
 
-    from udfs import pixel_stats as ps
-    from udfs.pixels import describe, iter_stored_frames, padding_mask
+    from dicom_triage.udfs import pixel_stats as ps
+    from dicom_triage.udfs.pixels import describe, iter_stored_frames, padding_mask
     ds = pydicom.dcmread(io.BytesIO(blob), defer_size=ps.DEFER_BYTES)
     info = describe(ds)
     frame = next(iter_stored_frames(ds, blob, info))
@@ -169,7 +169,7 @@ import io, json, sys, tracemalloc, warnings
 warnings.simplefilter("ignore")
 sys.path.insert(0, sys.argv[2])
 import pydicom
-from udfs.pixel_stats import measure_file, measure_pixels
+from dicom_triage.udfs.pixel_stats import measure_file, measure_pixels
 
 def status(key):
     for line in open("/proc/self/status"):

@@ -18,8 +18,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from jobs.demo import dicom as dcm
-from jobs.demo.roster import SITE, Patient, Scanner, make_patient, study_date
+from dicom_triage.jobs.demo import dicom as dcm
+from dicom_triage.jobs.demo.roster import SITE, Patient, Scanner, make_patient, study_date
 
 GROUND_TRUTH_CSV = "_ground_truth.csv"
 GROUND_TRUTH_JSON = "_ground_truth.json"
@@ -258,7 +258,7 @@ def ground_truth_json(d: Delivery) -> dict:
         "expectations": EXPECTATIONS,
         "conventions": CONVENTIONS,
         "sources": sorted({r["source"] for r in d.rows if r["source"]}),
-        "generator": "jobs.demo_data.generate_delivery",
+        "generator": "dicom_triage.jobs.demo_data.generate_delivery",
     }
 
 

@@ -20,8 +20,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian,
                          JPEG2000Lossless, RLELossless, generate_uid)
 
-from jobs.demo.imaging import Stack
-from jobs.demo.roster import Patient, Scanner, Site, patient_age
+from dicom_triage.jobs.demo.imaging import Stack
+from dicom_triage.jobs.demo.roster import Patient, Scanner, Site, patient_age
 
 # Storage SOP classes (PS3.4 Annex B.5)
 CT_IMAGE = UID("1.2.840.10008.5.1.4.1.1.2")

@@ -10,10 +10,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from jobs.demo import damage, imaging
-from jobs.demo import dicom as dcm
-from jobs.demo.delivery import MNI, Delivery, Item
-from jobs.demo.roster import Scanner
+from dicom_triage.jobs.demo import damage, imaging
+from dicom_triage.jobs.demo import dicom as dcm
+from dicom_triage.jobs.demo.delivery import MNI, Delivery, Item
+from dicom_triage.jobs.demo.roster import Scanner
 
 # --------------------------------------------------------------------------
 # Duplicates

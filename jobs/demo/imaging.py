@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
 
-from jobs.demo import sources
+from dicom_triage.jobs.demo import sources
 
 # --------------------------------------------------------------------------
 # Geometry of slice stacks

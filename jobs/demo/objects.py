@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 from pydicom.dataset import Dataset
 
-from jobs.demo import dicom as dcm
-from jobs.demo import imaging, sources
-from jobs.demo.delivery import MNI, Delivery, Item
-from jobs.demo.imaging import HeadPose
-from jobs.demo.roster import Scanner
-from jobs.demo.series import head_center, plan_stack
+from dicom_triage.jobs.demo import dicom as dcm
+from dicom_triage.jobs.demo import imaging, sources
+from dicom_triage.jobs.demo.delivery import MNI, Delivery, Item
+from dicom_triage.jobs.demo.imaging import HeadPose
+from dicom_triage.jobs.demo.roster import Scanner
+from dicom_triage.jobs.demo.series import head_center, plan_stack
 
 # --------------------------------------------------------------------------
 # Good content: radiographs

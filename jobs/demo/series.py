@@ -8,11 +8,11 @@ import datetime as dt
 import numpy as np
 from pydicom.dataset import Dataset
 
-from jobs.demo import dicom as dcm
-from jobs.demo import imaging, sources
-from jobs.demo.delivery import MNI, Delivery, Item
-from jobs.demo.imaging import HeadPose
-from jobs.demo.roster import Protocol
+from dicom_triage.jobs.demo import dicom as dcm
+from dicom_triage.jobs.demo import imaging, sources
+from dicom_triage.jobs.demo.delivery import MNI, Delivery, Item
+from dicom_triage.jobs.demo.imaging import HeadPose
+from dicom_triage.jobs.demo.roster import Protocol
 
 
 def _mr_instance(d: Delivery, series: dcm.Series, protocol: Protocol, stack, offset: float,

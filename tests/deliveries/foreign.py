@@ -17,7 +17,7 @@ import pydicom
 from pydicom.encaps import generate_frames
 from pydicom.valuerep import validate_value
 
-from jobs.demo import sources
+from dicom_triage.jobs.demo import sources
 
 from . import modules
 from .delivery import Delivery, record_from

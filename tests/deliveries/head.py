@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from jobs.demo import sources
+from dicom_triage.jobs.demo import sources
 
 TISSUES = ("gm", "wm", "csf", "fat", "muscle", "bone", "marrow", "fluid", "lesion")
 PAD = {"x": (16, 16), "y": (16, 26), "z": (44, 12)}  # voxels added below/above each axis
