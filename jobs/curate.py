@@ -174,11 +174,14 @@ def header_evidence(instances: DataFrame, settings, pixel: DataFrame | None = No
         F.coalesce("pixel_defect", F.lit(False)), *ACQUISITION_COLUMNS).alias("findings")), "instances")]
     modality = F.upper(F.trim(F.coalesce("modality", F.lit(""))))
     if settings.privacy.declared_deidentified:
-        phi = instances.filter(F.size(F.coalesce("identifiers_present", F.array())) > 0)
+        # real identifiers, not pseudonyms (udfs/phi.py); tables ingested before
+        # `phi_evidence` existed fall back to any identifier value
+        column = "phi_evidence" if "phi_evidence" in instances.columns else "identifiers_present"
+        phi = instances.filter(F.size(F.coalesce(column, F.array())) > 0)
         parts.append(_evidence(phi, F.lit("PHI_PRESENT"), "instance", "instances",
-                               F.size("identifiers_present"), F.lit(0.0),
-                               F.concat(F.lit("identifiers present in a delivery declared de-identified: "),
-                                        F.array_join("identifiers_present", ", "))))
+                               F.size(column), F.lit(0.0),
+                               F.concat(F.lit("identifiers in a delivery declared de-identified: "),
+                                        F.array_join(column, "; "))))
     image_types = F.transform(F.coalesce("image_type", F.array().cast("array<string>")),
                               lambda t: F.upper(F.trim(t)))
     typed = F.arrays_overlap(image_types, F.array(*[F.lit(t.upper()) for t in curate.burned_in_image_types]))

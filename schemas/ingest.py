@@ -133,6 +133,8 @@ INSTANCES = StructType(
         StructField("accession_key", StringType(), True),
         # Identifier keywords that held a non-empty value (PHI_PRESENT evidence).
         StructField("identifiers_present", ArrayType(StringType()), True),
+        # Why those values are real identifiers, not pseudonyms (udfs/phi.py): PHI_PRESENT.
+        StructField("phi_evidence", ArrayType(StringType()), True),
         StructField("header_bytes_read", LongType(), True),
         StructField("header_json", StringType(), True),
     ]

@@ -127,7 +127,7 @@ def test_recurate_with_other_settings_needs_no_earlier_stage(full_pipeline, incl
 def test_phi_present_when_the_delivery_is_declared_deidentified(full_pipeline, inclusion):
     store = full_pipeline.store
     assert not any("PHI_PRESENT" in r for r in inclusion["reasons"])  # not declared: no finding
-    carrying = {r.path for r in store.read("instances").filter(F.size("identifiers_present") > 0)
+    carrying = {r.path for r in store.read("instances").filter(F.size("phi_evidence") > 0)
                 .select("path").collect()}
     assert carrying
     try:
@@ -139,11 +139,12 @@ def test_phi_present_when_the_delivery_is_declared_deidentified(full_pipeline, i
         assert (declared[declared["path"].isin(flagged)]["decision"] == "exclude").all()
         evidence = [e for ev in declared["evidence"] for e in ev if e["code"] == "PHI_PRESENT"]
         # the evidence names the attributes, never their values
-        keywords = set(load_settings().privacy.hash_keywords)
-        prefix = "identifiers present in a delivery declared de-identified: "
+        keywords = set(load_settings().privacy.hash_keywords) | {"PatientIdentityRemoved"}
+        prefix = "identifiers in a delivery declared de-identified: "
+        assert evidence
         for item in evidence:
             assert item["detail"].startswith(prefix)
-            assert set(item["detail"][len(prefix):].split(", ")) <= keywords
+            assert {line.split()[0] for line in item["detail"][len(prefix):].split("; ")} <= keywords
     finally:
         assert triage(["curate", *full_pipeline.args, "--set", "mlflow.enabled=false"]) == 0
 

@@ -25,6 +25,7 @@ from pydicom.uid import UID
 
 from dicom_triage.schemas.ingest import PROMOTED, PROMOTED_COLUMNS
 from dicom_triage.udfs.identifiers import keyed_hash
+from dicom_triage.udfs.phi import phi_evidence
 from dicom_triage.udfs.object_reader import (DEFLATED_TS, BlockReader, InflateLimitExceeded, ReadBudgetExceeded,
                                 declared_transfer_syntax, read_deflated)
 
@@ -303,7 +304,9 @@ def dataset_row(ds, policy: HeaderPolicy) -> dict:
     row["sop_class_name"] = UID(sop_class).name if sop_class else None
     row["patient_key"] = keyed_hash(policy.secret, _text(ds, "PatientID"))
     row["accession_key"] = keyed_hash(policy.secret, _text(ds, "AccessionNumber"))
-    row["identifiers_present"] = sorted(kw for kw in policy.hash_keywords if _text(ds, kw))
+    identifiers = {kw: value for kw in policy.hash_keywords if (value := _text(ds, kw))}
+    row["identifiers_present"] = sorted(identifiers)
+    row["phi_evidence"] = phi_evidence(identifiers, _text(ds, "PatientIdentityRemoved"))
     header = header_json(ds, policy)
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False, default=str)
     row["header_json"] = text if len(text) <= policy.json_max_chars else json.dumps(

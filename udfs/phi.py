@@ -1,0 +1,68 @@
+"""Identifiers left in a delivery declared de-identified (PHI_PRESENT).
+
+De-identification replaces the patient's name and ID with a pseudonym
+(`SUBJ-A-0001`, `C00002`) rather than deleting them, and may keep a replaced
+accession number; so an identifier attribute holding a value says nothing by
+itself. What does:
+
+* a person's name in a name attribute: `MARTINEZ^JAMES` in PatientName, a
+  technologist in OperatorsName, a physician in ReferringPhysicianName.
+  A pseudonym is not a name: it has digits, or is a placeholder word
+  (ANONYMOUS, SUBJECT, ...);
+* any value in an attribute that de-identification removes and never
+  replaces: a birth date, an address, a telephone number, a record locator;
+* identifiers on an object that itself says PatientIdentityRemoved = NO.
+
+Pure Python on a pydicom dataset; used by udfs/headers.py at ingest.
+"""
+from __future__ import annotations
+
+import re
+
+# Person-name attributes (VR PN) among the identifier keywords.
+NAME_KEYWORDS = frozenset({
+    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName",
+    "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy",
+    "PhysiciansOfRecord", "OperatorsName", "RequestingPhysician",
+})
+# Removed, never replaced, by de-identification (PS3.15 Basic Profile: action X or Z).
+REMOVED_KEYWORDS = frozenset({
+    "PatientBirthDate", "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator",
+    "ReferringPhysicianAddress", "InstitutionAddress",
+})
+# Words of pseudonyms and placeholders, never of a name.
+PLACEHOLDERS = frozenset({
+    "ANON", "ANONYMOUS", "ANONYMIZED", "ANONYMISED", "DEIDENTIFIED", "DE", "IDENTIFIED", "REMOVED",
+    "UNKNOWN", "NONE", "NA", "PATIENT", "SUBJECT", "SUBJ", "CASE", "STUDY", "TRIAL", "TEST", "PHANTOM",
+    "RESEARCH", "PSEUDONYM", "REDACTED", "DOCTOR", "DR", "PHYSICIAN", "OPERATOR", "TECH", "MD",
+})
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+
+
+def looks_like_a_name(value) -> bool:
+    """Whether a PN value reads as a person's name: letters only (no digits),
+    at least two words or a family^given pair, none of them a placeholder."""
+    text = str(value) if value is not None else ""
+    # family^given^middle^prefix^suffix: the prefix and suffix (DR., MED.) are no name
+    text = " ".join(text.split("^")[:3])
+    if not text.strip() or any(ch.isdigit() for ch in text):
+        return False
+    words = [w.upper() for w in _WORD.findall(text)]
+    if not words or any(w in PLACEHOLDERS for w in words):
+        return False
+    return len(words) >= 2
+
+
+def phi_evidence(values: dict[str, str], identity_removed: str | None) -> list[str]:
+    """Why the identifier values `values` (keyword -> non-empty text) are real
+    identifiers, one line per attribute; empty when they read as pseudonyms."""
+    found = []
+    for keyword in sorted(values):
+        value = values[keyword]
+        if keyword in REMOVED_KEYWORDS:
+            found.append(f"{keyword} present")
+        elif keyword in NAME_KEYWORDS and looks_like_a_name(value):
+            found.append(f"{keyword} is a person's name")
+    if values and (identity_removed or "").strip().upper() == "NO":
+        found.append("PatientIdentityRemoved NO with " + ", ".join(sorted(values)))
+    return found
