@@ -91,10 +91,11 @@ def with_paths(knn: DataFrame, vectors: DataFrame) -> DataFrame:
 
 def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> DataFrame:
     """Exact groups (same decoded pixels, from pixel_stats) and near groups
-    (connected components of near-duplicate pairs across series).
+    (connected components of near-duplicate pairs).
 
-    A near pair is two instances of different series within the distance
-    limit that are each other's nearest instance in the other's series. A copy
+    A near pair is two instances within the distance limit that the headers
+    say may be one acquisition saved twice (`same_acquisition`) and that are
+    each other's nearest instance in the other's series. A copy
     matches one image of a series: without that rule, adjacent slices (often
     within the limit of each other's copies) chain a re-sent series, or an
     exported slice and its neighbours, into one group. Identical pixels are
@@ -103,12 +104,13 @@ def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> D
     are excluded for being blank already."""
     limit = ctx.settings.neighbors.near_duplicate_max_distance
     info = ctx.store.read("instances").select("path", "sop_instance_uid", "modified_at")
+    saved_twice = same_acquisition(ctx.store.read("instances").join(vectors.select("id", "path"), "path"))
     stats = ctx.store.read("pixel_stats")
     blank = (stats.filter(F.exists("findings", lambda f: f["code"] == "CONSTANT_IMAGE"))
              .join(vectors.select("id", "path"), "path").select("id"))
     hashes = stats.select("path", "pixel_hash").join(vectors.select("id", "path"), "path")
     same_pixels = F.coalesce(F.col("_h") == F.col("_nh"), F.lit(False))   # a missing hash: not the same
-    close = (pairs.filter(~F.col("same_series") & (F.col("distance") <= limit))
+    close = (pairs.filter(F.col("distance") <= limit)
              .select("id", "neighbor_id", "distance", F.col("series_instance_uid").alias("series"),
                      F.col("neighbor_series")))
     # both directions: a k-NN list may hold b for a but not a for b
@@ -117,7 +119,8 @@ def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> D
         F.col("neighbor_series").alias("series"), F.col("series").alias("neighbor_series")))
         .dropDuplicates(["id", "neighbor_id"])
         .join(blank, "id", "left_anti")
-        .join(blank.withColumnRenamed("id", "neighbor_id"), "neighbor_id", "left_anti"))
+        .join(blank.withColumnRenamed("id", "neighbor_id"), "neighbor_id", "left_anti")
+        .transform(saved_twice))
     in_series = Window.partitionBy("id", "neighbor_series").orderBy("distance", "neighbor_id")
     best = (close.withColumn("_r", F.row_number().over(in_series)).filter("_r = 1")
             .select("id", "neighbor_id"))
@@ -149,6 +152,37 @@ def duplicate_groups(ctx: RunContext, pairs: DataFrame, vectors: DataFrame) -> D
                 Window.unboundedPreceding, Window.unboundedFollowing)))
             .withColumn("is_original", F.col("path") == F.col("original_path"))
             .withColumn("group_id", F.concat_ws(":", "kind", F.substring(F.sha2("original_path", 256), 1, 16))))
+
+
+def same_acquisition(instances: DataFrame):
+    """A filter of (id, neighbor_id) pairs, keeping those whose headers allow
+    one acquisition saved twice: the same patient, and either one series
+    holding both at the same slice position, or two series of which one is a
+    derived copy (ImageType DERIVED or SECONDARY: an export, a key image) or
+    which share their SeriesTime (a series sent twice). Images of two
+    patients, adjacent slices and a repeated acquisition (pre- and
+    post-contrast T1: two original series at other times) look alike but are
+    not duplicates. `instances` has `id`."""
+    types = F.transform(F.coalesce("image_type", F.array().cast("array<string>")), lambda t: F.upper(F.trim(t)))
+    side = instances.select(
+        "id", "patient_key", "series_instance_uid", "series_time",
+        F.col("image_position_patient").alias("position"),
+        F.arrays_overlap(types, F.array(F.lit("DERIVED"), F.lit("SECONDARY"))).alias("derived"))
+    a = side.select(*[F.col(c).alias(f"a_{c}") for c in side.columns])
+    b = side.select(*[F.col(c).alias(f"b_{c}") for c in side.columns])
+    gap = F.aggregate(F.zip_with("a_position", "b_position", lambda x, y: F.abs(x - y)), F.lit(0.0),
+                      lambda acc, v: F.greatest(acc, F.coalesce(v, F.lit(1e9))))
+    same_position = (F.size("a_position") == 3) & (F.size("b_position") == 3) & (gap <= 0.01)
+    one_series = F.col("a_series_instance_uid").eqNullSafe(F.col("b_series_instance_uid"))
+    copy_of = (F.coalesce(F.col("a_derived"), F.lit(False)) | F.coalesce(F.col("b_derived"), F.lit(False))
+               | F.coalesce(F.col("a_series_time") == F.col("b_series_time"), F.lit(False)))
+    allowed = (F.coalesce(F.col("a_patient_key") == F.col("b_patient_key"), F.lit(False))
+               & F.when(one_series, F.coalesce(same_position, F.lit(False))).otherwise(copy_of))
+
+    def keep(pairs: DataFrame) -> DataFrame:
+        return (pairs.join(a, F.col("id") == F.col("a_id")).join(b, F.col("neighbor_id") == F.col("b_id"))
+                .filter(allowed).select(*pairs.columns))
+    return keep
 
 
 def outlier_scores(pairs: DataFrame, vectors: DataFrame, fence: float, min_group: int) -> DataFrame:

@@ -130,3 +130,29 @@ def test_cluster_makeup(neighbors):
     for name in ("site", "manufacturer", "modality"):
         values = {r[0] for r in makeup.filter(F.col("dimension") == name).select("value").distinct().collect()}
         assert values == {r[0] for r in embedded.select(F.col(name).cast("string")).distinct().collect()}, name
+
+
+def test_only_one_acquisition_saved_twice_may_be_a_near_duplicate(spark):
+    """Look-alikes are not duplicates: another patient, an adjacent slice, a
+    repeated acquisition. A slice stored twice in its series, an export and a
+    series sent twice may be."""
+    from dicom_triage.jobs.neighbors import same_acquisition
+
+    schema = ("id long, patient_key string, series_instance_uid string, series_time string, "
+              "image_position_patient array<double>, image_type array<string>")
+    original = ["ORIGINAL", "PRIMARY"]
+    rows = [
+        (1, "p1", "s1", "101500", [0.0, 0.0, 10.0], original),
+        (2, "p1", "s1", "101500", [0.0, 0.0, 10.0], original),        # stored twice in its series
+        (3, "p1", "s1", "101500", [0.0, 0.0, 11.0], original),        # the adjacent slice
+        (4, "p1", "s2", "103000", [0.0, 0.0, 10.0], original),        # repeated after contrast
+        (5, "p1", "s3", "110000", None, ["derived", "secondary"]),    # a key image export
+        (6, "p2", "s4", "101500", [0.0, 0.0, 10.0], original),        # another patient
+        (7, "p1", "s5", "101500", [0.0, 0.0, 10.0], original),        # the series sent again
+        (8, None, "s6", None, None, ["DERIVED"]),                     # no patient: never
+    ]
+    instances = spark.createDataFrame(rows, schema)
+    pairs = spark.createDataFrame([(1, n, 0.001) for n in range(2, 9)] + [(8, 5, 0.0)],
+                                  "id long, neighbor_id long, distance double")
+    kept = {(r.id, r.neighbor_id) for r in pairs.transform(same_acquisition(instances)).collect()}
+    assert kept == {(1, 2), (1, 5), (1, 7)}
