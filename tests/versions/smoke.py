@@ -127,7 +127,7 @@ def smoke(line: str, installed: dict, delivery: Path, settings: list[str], work:
 
 
 def small_delivery(root: Path) -> tuple[Path, list[str]]:
-    """The demo delivery's first site (about 75 objects) and what it expects, as --set arguments."""
+    """The demo delivery's first site (about 150 objects) and what it expects, as --set arguments."""
     from dicom_triage.jobs.cli import demo_expectations
     from dicom_triage.jobs.demo_data import generate_delivery
 
