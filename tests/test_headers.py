@@ -248,3 +248,26 @@ def test_promoted_columns_exist_in_schema():
     assert {"path", "size_bytes", "modified_at", "header_json", "run_id"} <= names
     assert len(names) == len(INSTANCES.fieldNames())
     assert os.path.basename(__file__) == "test_headers.py"
+
+
+def test_an_image_object_without_pixel_data_is_whole_not_truncated():
+    """The bytes decide: a file that ends exactly after its last element is
+    whole (the pixels stage calls it NO_PIXEL_DATA), one cut inside an
+    element is TRUNCATED."""
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    del ds.PixelData
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    row = parse_bytes(buffer.getvalue())
+    assert row["error_code"] is None and row["has_pixel_data"] is False
+    assert parse_bytes(buffer.getvalue()[:-3])["error_code"] == "TRUNCATED"
+
+
+def test_a_damaged_length_inside_a_whole_file_is_a_corrupt_header():
+    data = bytearray((PYDICOM_FILES / "CT_small.dcm").read_bytes())
+    at = data.index(b"\x08\x00\x30\x10")     # StudyDescription (0008,1030), explicit VR LO: 2-byte length
+    data[at + 6:at + 8] = b"\xff\x7f"         # 32767 bytes: into the next elements, short of the pixel data
+    row = parse_bytes(bytes(data))
+    assert row["error_code"] == "CORRUPT_HEADER", row
+    whole = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
+    assert parse_bytes(whole[:at + 10])["error_code"] == "TRUNCATED"   # an undamaged file cut inside it

@@ -139,6 +139,9 @@ def _parse(reader: BlockReader, policy: HeaderPolicy) -> dict:
     except Exception as exc:
         return error_row("CORRUPT_HEADER", f"{type(exc).__name__}: {exc}", reader.bytes_fetched)
     if truncation:
+        damaged = _length_overruns_pixel_data(ds, reader)
+        if damaged:
+            return error_row("CORRUPT_HEADER", damaged, reader.bytes_fetched)
         return error_row("TRUNCATED", truncation, reader.bytes_fetched)
     if not has_preamble and not _plausible(ds):
         return error_row("NOT_DICOM", "bytes parse only as an empty or implausible dataset",
@@ -202,7 +205,10 @@ def _truncation(ds, reader: BlockReader, stop_offset: int) -> str | None:
     if stop_offset >= size:  # parser ran to the end without meeting pixel data
         if last_end is not None and 0 < size - last_end < 8:
             return f"object ends inside an element header at byte {last_end}"
-        if _is_image_storage(ds):
+        # An image object whose last element ends exactly at the end of the
+        # file is whole, only without pixel data (NO_PIXEL_DATA, pixels stage);
+        # a cut lands inside an element far more often than between two.
+        if _is_image_storage(ds) and last_end != size:
             return "image object ends before its pixel data"
         return None
     tag_bytes = reader.read_at(stop_offset, 12)
@@ -251,6 +257,36 @@ def _encapsulated_truncation(reader: BlockReader, start: int, little: bool) -> s
             return f"unexpected element inside encapsulated pixel data at byte {offset}"
         offset += 8 + length
     return f"encapsulated pixel data runs past the end of the object ({reader.size} bytes)"
+
+
+# how far past a damaged element to look for the pixel data's tag
+PIXEL_TAG_SEARCH_BYTES = 65536
+
+
+def _length_overruns_pixel_data(ds, reader: BlockReader) -> str | None:
+    """Why a header element that runs past the end of the object is damaged
+    rather than cut, or None: it claims more bytes than the whole object, or
+    the object goes on to hold its pixel data element after that element's
+    start. A cut file ends inside its last element; a damaged length (or VR,
+    misread as a length) claims bytes the file has, and more."""
+    elements = list(ds._dict.values())
+    last = elements[-1] if elements else None
+    if not isinstance(last, RawDataElement) or last.value_tell is None or last.tag in PIXEL_TAGS:
+        return None
+    if last.length == 0xFFFFFFFF or last.value_tell + last.length <= reader.size:
+        return None   # the element fits: what is cut is the pixel data
+    start = last.value_tell
+    if last.length > reader.size:
+        return (f"element {last.tag} at byte {start} claims {last.length} bytes, more than the whole object "
+                f"({reader.size} bytes): a damaged length or VR")
+    window = reader.read_at(start, min(reader.size - start, PIXEL_TAG_SEARCH_BYTES))
+    tag = b"\xe0\x7f\x10\x00" if _little_endian(ds) else b"\x7f\xe0\x00\x10"
+    found = window.find(tag)
+    if found < 0:
+        return None
+    return (f"element {last.tag} claims {last.length} bytes from byte {start}, past the end of the object "
+            f"({reader.size} bytes), yet the pixel data element follows at byte {start + found}: "
+            "a damaged length or VR")
 
 
 def _last_element_end(ds) -> int | None:
