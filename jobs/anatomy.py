@@ -106,48 +106,47 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
 
 
 def embedded_rows(ctx: RunContext) -> DataFrame:
-    """Embedded instances with their header claim and whether a pixel finding
-    explains how they look."""
+    """Embedded instances with their header claim and whether something other
+    than their content explains how they look (`explained_looks`)."""
     store = ctx.store
     instances = store.read("instances").select("path", "modality", "image_type", "burned_in_annotation",
                                                *HEADER_TEXT, *ACQUISITION_COLUMNS)
     headers = with_header_claim(instances, ctx.settings)
     rows = (store.read("embeddings").filter(F.col("embedding").isNotNull())
             .select("path", "sop_instance_uid", "series_instance_uid", "site", "embedding")
-            .join(headers.select("path", "modality", "header_region", "claims_expected", "image_type",
-                                 "burned_in_annotation"), "path", "left"))
-    text = F.upper(F.coalesce("burned_in_annotation", F.lit(""))) == "YES"
-    defect = F.lit(False)
-    pixel = pixel_explanations(store)
-    if pixel is not None:
-        rows = rows.join(pixel, "path", "left")
-        defect = F.coalesce(F.col("pixel_defect"), F.lit(False))
-        text = text | F.coalesce(F.col("pixel_text"), F.lit(False))
-    # A display capture (a secondary image with text burned in: a viewer's
-    # screen save) looks unlike acquisitions because of its overlays and
-    # windowing; it is reported as BURNED_IN_ANNOTATION, not judged by content.
-    capture = F.coalesce(F.array_contains("image_type", "SECONDARY"), F.lit(False)) & text
-    return (rows.withColumn("pixel_defect", defect | capture)
-            .drop("pixel_text", "image_type", "burned_in_annotation")
+            .join(headers.select("path", "modality", "header_region", "claims_expected"), "path", "left")
+            .join(explained_looks(store, instances), "path", "left"))
+    return (rows.withColumn("pixel_defect", F.coalesce("explained", F.lit(False))).drop("explained")
             .withColumn("claims_expected", F.coalesce("claims_expected", F.lit(False))))
 
 
-def pixel_explanations(store) -> DataFrame | None:
-    """Per measured image: pixel_defect (a finding of PIXEL_DEFECTS, or its
-    series being a localizer, explains its look) and pixel_text (text burned
-    into its pixels); None without `pixel_stats`."""
-    if not store.exists("pixel_stats"):
-        return None
-    images = store.read("pixel_stats").select(
-        "path", "series_instance_uid",
-        F.exists("findings", lambda f: f["code"].isin(*PIXEL_DEFECTS)).alias("pixel_defect"),
-        F.exists("findings", lambda f: f["code"] == "BURNED_IN_ANNOTATION").alias("pixel_text"))
-    if store.exists("series"):   # a scout looks like a projection radiograph, whatever its series claims
-        scouts = (store.read("series").filter(F.exists("findings", lambda f: f["code"] == "LOCALIZER"))
-                  .select("series_instance_uid", F.lit(True).alias("_scout")))
-        images = (images.join(scouts, "series_instance_uid", "left")
-                  .withColumn("pixel_defect", F.col("pixel_defect") | F.coalesce("_scout", F.lit(False))))
-    return images.select("path", "pixel_defect", "pixel_text")
+def explained_looks(store, instances: DataFrame) -> DataFrame:
+    """path, explained: whether something other than its content explains why
+    an image looks unlike its peers, so that relevance is not judged on its
+    looks: a pixel finding of PIXEL_DEFECTS, a localizer series (a scout looks
+    like a projection radiograph, whatever its series claims), or a display
+    capture (a secondary image with text burned in, by its header or pixels:
+    a viewer's screen save; its overlays and windowing set its distance, and
+    it is reported as BURNED_IN_ANNOTATION). `instances` has path, image_type
+    and burned_in_annotation."""
+    header_text = F.upper(F.coalesce("burned_in_annotation", F.lit(""))) == "YES"
+    secondary = F.coalesce(F.array_contains("image_type", "SECONDARY"), F.lit(False))
+    rows = instances.select("path", secondary.alias("_secondary"), header_text.alias("_text"))
+    defect, text = F.lit(False), F.col("_text")
+    if store.exists("pixel_stats"):
+        pixel = store.read("pixel_stats").select(
+            "path", "series_instance_uid",
+            F.exists("findings", lambda f: f["code"].isin(*PIXEL_DEFECTS)).alias("_defect"),
+            F.exists("findings", lambda f: f["code"] == "BURNED_IN_ANNOTATION").alias("_pixel_text"))
+        if store.exists("series"):
+            scouts = (store.read("series").filter(F.exists("findings", lambda f: f["code"] == "LOCALIZER"))
+                      .select("series_instance_uid", F.lit(True).alias("_scout")))
+            pixel = pixel.join(scouts, "series_instance_uid", "left").withColumn(
+                "_defect", F.col("_defect") | F.coalesce("_scout", F.lit(False)))
+        rows = rows.join(pixel.select("path", "_defect", "_pixel_text"), "path", "left")
+        defect = F.coalesce(F.col("_defect"), F.lit(False))
+        text = text | F.coalesce(F.col("_pixel_text"), F.lit(False))
+    return rows.select("path", (defect | (F.col("_secondary") & text)).alias("explained"))
 
 
 def content_reference(ctx: RunContext, rows: DataFrame) -> dict:

@@ -24,7 +24,7 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
-from dicom_triage.jobs.anatomy import pixel_explanations
+from dicom_triage.jobs.anatomy import explained_looks
 from dicom_triage.jobs.runtime import RunContext
 from dicom_triage.schemas.curate import INCLUSION, REVIEW_QUEUE
 from dicom_triage.schemas.pixels import FINDINGS
@@ -112,7 +112,8 @@ def _findings(df: DataFrame, source: str, scope: str = "instance") -> DataFrame:
 def all_evidence(ctx: RunContext, objects: DataFrame) -> DataFrame:
     """DataFrame[path, code, scope, source, score, threshold, detail] from every table present."""
     store, settings = ctx.store, ctx.settings
-    parts = [header_evidence(store.read("instances"), settings, pixel_explanations(store))]
+    instances = store.read("instances")
+    parts = [header_evidence(instances, settings, explained_looks(store, instances))]
     if store.exists("ingest_errors"):
         errors = store.read("ingest_errors")
         parts.append(_evidence(errors, F.col("error_code"), "instance", "ingest_errors", F.lit(None),
@@ -154,10 +155,10 @@ def relevance_udf(expected_modalities: list[str], expected_regions: list[str]):
     return findings
 
 
-def header_evidence(instances: DataFrame, settings, pixel: DataFrame | None = None) -> DataFrame:
+def header_evidence(instances: DataFrame, settings, explained: DataFrame | None = None) -> DataFrame:
     """Rules on header values alone: UNEXPECTED_MODALITY, UNEXPECTED_ANATOMY,
-    ANATOMY_HEADER_MISMATCH and, unless a pixel defect in `pixel` explains the
-    image, IRRELEVANT_CONTENT by acquisition attributes, on image objects
+    ANATOMY_HEADER_MISMATCH and, unless `explained` says something other than
+    its content explains the image, IRRELEVANT_CONTENT by acquisition attributes, on image objects
     (udfs/relevance.py); PHI_PRESENT; BURNED_IN_ANNOTATION."""
     from dicom_triage.udfs.relevance import ACQUISITION_COLUMNS, normalised_regions
 
@@ -165,8 +166,8 @@ def header_evidence(instances: DataFrame, settings, pixel: DataFrame | None = No
     relevance = relevance_udf([m.upper() for m in settings.expect.modalities],
                               normalised_regions(settings.anatomy.expected_regions))
     images = instances.filter(F.coalesce("has_pixel_data", F.lit(True)))
-    if pixel is not None:   # jobs.anatomy.pixel_explanations
-        images = images.join(pixel.select("path", "pixel_defect"), "path", "left")
+    if explained is not None:   # jobs.anatomy.explained_looks
+        images = images.join(explained.withColumnRenamed("explained", "pixel_defect"), "path", "left")
     else:
         images = images.withColumn("pixel_defect", F.lit(False))
     parts = [_findings(images.select("path", relevance(
