@@ -37,8 +37,8 @@ def data():
 def test_topk_block_matches_brute_force(data, monkeypatch):
     x, ids = data
     want_ids, want_d = brute(x, ids, 7)
-    import dicom_triage.udfs.knn
-    monkeypatch.setattr(udfs.knn, "CHUNK_CELLS", 50 * 400)  # force several query chunks
+    from dicom_triage.udfs import knn as knn_module
+    monkeypatch.setattr(knn_module, "CHUNK_CELLS", 50 * 400)  # force several query chunks
     got_ids, got_d = topk_block(x, ids, x, ids, 7)
     assert (got_ids == want_ids).all()
     np.testing.assert_allclose(got_d, want_d, atol=1e-5)
