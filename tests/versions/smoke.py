@@ -60,13 +60,15 @@ sys.exit(1 if problems else 0)
 
 
 def find_python(version: str) -> str | None:
-    """python3.X from PATH, else from pyenv's versions."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
+    """A python3.X that runs: from pyenv's versions, else from PATH (a pyenv
+    shim on PATH fails unless that version is active, so each is tried)."""
     root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
-    candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"))
-    return candidates[-1] if candidates else None
+    candidates = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python{version}"), reverse=True)
+    candidates += [found] if (found := shutil.which(f"python{version}")) else []
+    for candidate in candidates:
+        if subprocess.run([candidate, "-c", "import venv"], capture_output=True).returncode == 0:
+            return candidate
+    return None
 
 
 def run(args: list[str], log: Path, **kwargs) -> subprocess.CompletedProcess:
