@@ -89,6 +89,13 @@ class Context:
     extra: dict = field(default_factory=dict)
 
 
+
+def ct_series_ref(ctx, description: str, *uid_parts) -> SeriesRef:
+    """The next CT series of the study: number, export order and a UID seeded by its description."""
+    number, order = next_series(ctx)
+    uid = ctx.d.uid(ctx.site.uid_root, "series", ctx.study.uid, number, description, *uid_parts)
+    return SeriesRef(ctx.study, number, description, uid, order, "CT")
+
 def generate(out, seed: int = 0, scale: int = 1, sites=None) -> Delivery:
     d = Delivery(out, SHAPE, seed, scale)
     for site in CT_SITES:
@@ -185,10 +192,8 @@ def head_plan(ctx: Context, key: str = "head", *, count: int | None = None, thic
     tilt = recon.tilt if tilt is None else tilt
     planes = axial_stack(ctx.head_centre + np.array([0.0, 0.0, 2.0]), matrix, spacing, thick,
                          count, tilt)
-    number, order = next_series(ctx)
-    desc = description or recon.description
-    uid = ctx.d.uid(ctx.site.uid_root, "series", ctx.study.uid, number, desc)
-    ref = SeriesRef(ctx.study, number, desc, uid, order, "CT")
+    ref = ct_series_ref(ctx, description or recon.description)
+    uid = ref.uid
 
     def render(index: int, plane: Plane) -> np.ndarray:
         r = ctx.d.rng("ct-render", uid, index)
@@ -206,7 +211,7 @@ def head_plan(ctx: Context, key: str = "head", *, count: int | None = None, thic
                       to_stored=stored_converter(ctx, recon, matrix),
                       bits_stored=ctx.site.params["bits_stored"], signed=ctx.site.params["signed"],
                       true_modality="CT", true_region="head", source="nilearn:MNI152 2009a head phantom",
-                      extra=extra, time_s=ctx.study.time + 120.0 * number)
+                      extra=extra, time_s=ctx.study.time + 120.0 * ref.number)
     plan.hard_negative = _head_hard(ctx, tilt, key)
     return plan
 
@@ -243,10 +248,8 @@ def chest_plan(ctx: Context, key: str = "chest", *, count: int | None = None, z_
     z0 = z0 if z_start is None else z_start
     centre = np.array([ctx.torso.cx, ctx.torso.cy + 20.0, 0.0])
     planes = axial_stack(centre, matrix, spacing, step, count, 0.0, z_start=z0)
-    number, order = next_series(ctx)
-    desc = description or recon.description
-    uid = ctx.d.uid(ctx.site.uid_root, "series", ctx.study.uid, number, desc)
-    ref = SeriesRef(ctx.study, number, desc, uid, order, "CT")
+    ref = ct_series_ref(ctx, description or recon.description)
+    uid = ref.uid
 
     def render(index: int, plane: Plane) -> np.ndarray:
         r = ctx.d.rng("ct-render", uid, index)
@@ -264,7 +267,7 @@ def chest_plan(ctx: Context, key: str = "chest", *, count: int | None = None, z_
                       render=render, to_stored=stored_converter(ctx, recon, matrix),
                       bits_stored=ctx.site.params["bits_stored"], signed=ctx.site.params["signed"],
                       true_modality="CT", true_region=region, source="torso phantom",
-                      extra=extra, time_s=ctx.study.time + 120.0 * number)
+                      extra=extra, time_s=ctx.study.time + 120.0 * ref.number)
     pad = ctx.site.params.get("padding") is not None
 
     def hard(index: int, img: np.ndarray) -> str:
@@ -295,10 +298,8 @@ def topogram_plan(ctx: Context, region: str, view: str = "ap", *,
     else:
         row, col = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])
         origin = np.array([ctx.torso.cx - field / 2, 0.0, top])
-    number, order = next_series(ctx)
-    desc = description or recon.description
-    uid = ctx.d.uid(ctx.site.uid_root, "series", ctx.study.uid, number, desc, view)
-    ref = SeriesRef(ctx.study, number, desc, uid, order, "CT")
+    ref = ct_series_ref(ctx, description or recon.description, view)
+    uid = ref.uid
 
     def render(index: int, plane: Plane) -> np.ndarray:
         r = ctx.d.rng("topo", uid)
