@@ -80,6 +80,14 @@ def new_or_changed(listing: DataFrame, seen: DataFrame | None) -> tuple[DataFram
     return todo, changed
 
 
+def objects_digest(objects: DataFrame) -> str:
+    """A short fingerprint of a set of listed objects (path, size, modification
+    time), whatever their order or partitioning: an aggregate, nothing collected."""
+    row = objects.agg(F.count("*").alias("n"), F.sum(
+        F.xxhash64("path", "size_bytes", "modified_at").cast("decimal(38,0)")).alias("h")).first()
+    return f"{row['n']}-{row['h'] or 0}"
+
+
 def run(ctx: RunContext, tracker, say=print) -> dict:
     settings = ctx.settings
     root = require(settings, "input", "the folder or bucket URI of the delivery, e.g. --input s3://bucket/delivery")
@@ -127,7 +135,9 @@ def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say, mod
         if settings.ingest.site_from == "institution":
             instances = instances.withColumn("site", F.coalesce("institution_name", "site"))
         errors = parsed.filter(F.col("error_code").isNotNull()).select(*INGEST_ERRORS.fieldNames())
-        txn = f"dicom-triage/{ctx.run_id}"
+        # A retried write of the same objects is skipped; keyed on what is written, not only on the
+        # run id, so that a run id given again (--set run_id=...) with new objects still writes them.
+        txn = f"dicom-triage/{ctx.run_id}/{objects_digest(todo)}"
         ctx.store.write(instances, INSTANCES_TABLE, mode=mode, txn=(f"{txn}/{INSTANCES_TABLE}", 1))
         ctx.store.write(errors, ERRORS_TABLE, mode=mode, txn=(f"{txn}/{ERRORS_TABLE}", 1))
     finally:

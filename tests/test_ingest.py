@@ -96,12 +96,15 @@ def test_rerun_adds_nothing_and_new_files_are_processed_alone(spark, delivery, t
     work = tmp_path / "delivery"
     shutil.copytree(delivery, work)
     output = str(tmp_path / "out")
-    ingest(str(work), output)
+    # Every run under one run id, as a scheduler that passes its job's id does: new objects
+    # must still be written (the write's retry marker must not hide them).
+    same_run = "run_id=scheduled-job-17"
+    ingest(str(work), output, same_run)
     instances, errors, store = tables(spark, output)
     before = (instances.count(), errors.count())
     versions = (store.version("instances"), store.version("ingest_errors"))
 
-    ingest(str(work), output)
+    ingest(str(work), output, same_run)
     instances, errors, _ = tables(spark, output)
     assert (instances.count(), errors.count()) == before
     assert (store.version("instances"), store.version("ingest_errors")) == versions
@@ -114,7 +117,7 @@ def test_rerun_adds_nothing_and_new_files_are_processed_alone(spark, delivery, t
     shutil.copy(work / good, new_dir / "a.dcm")
     shutil.copy(work / good, new_dir / "b.dcm")
     (new_dir / "empty.dcm").write_bytes(b"")
-    ingest(str(work), output)
+    ingest(str(work), output, same_run)
     assert "3 parsed this run" in capsys.readouterr().out
     instances, errors, _ = tables(spark, output)
     assert (instances.count(), errors.count()) == (before[0] + 2, before[1] + 1)
@@ -123,7 +126,7 @@ def test_rerun_adds_nothing_and_new_files_are_processed_alone(spark, delivery, t
     # A file changes: a good file is cut short. Its instance row is replaced by an error row.
     data = (work / good).read_bytes()
     (work / good).write_bytes(data[: len(data) // 2])
-    ingest(str(work), output)
+    ingest(str(work), output, same_run)
     instances, errors, _ = tables(spark, output)
     assert instances.filter(f"relative_path = '{good}'").count() == 0
     assert errors.filter(f"relative_path = '{good}' AND error_code = 'TRUNCATED'").count() == 1
