@@ -123,7 +123,7 @@ class StandaloneCluster:
         return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')}"
                          for path in sorted(self.root.glob("*.log")))
 
-    def submit(self, args: list[str], env: dict, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    def submit(self, args: list[str], env: dict, cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess:
         """spark-submit --master this cluster (client deploy mode: the driver runs here)."""
         return subprocess.run([SPARK_SUBMIT, "--master", self.master_url, *args], env=spark_env(env),
                               cwd=cwd, capture_output=True, text=True, timeout=timeout)

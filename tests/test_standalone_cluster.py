@@ -183,7 +183,7 @@ def test_pipeline_on_two_workers_equals_local_run(world):
     try:
         on_cluster = submit(world, f"s3://{bucket}/out-cluster", SECRET,
                             extra=["--set", f"mlflow.tracking_uri=sqlite:///{root}/mlflow-cluster.db"])
-        local_log, _ = local.communicate(timeout=900)
+        local_log, _ = local.communicate(timeout=1800)
     finally:
         if local.poll() is None:
             local.kill()
