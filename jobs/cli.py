@@ -7,6 +7,7 @@ setting costs nothing and names itself.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -16,16 +17,18 @@ from dicom_triage.jobs.config import ConfigError, load_settings, require
 from dicom_triage.jobs.output_lock import OutputBusy
 from dicom_triage.jobs.session import EnvironmentProblem
 
-# Pipeline order. A stage that is not built yet names the issue that adds it.
-STAGES: list[tuple[str, str, str | None]] = [
-    ("ingest", "headers into `instances` and `ingest_errors`", None),
-    ("pixels", "pixel statistics, series geometry, duplicates", None),
-    ("embed", "image embeddings", None),
-    ("anatomy", "relevance: header rules, the content check, body-region predictions", None),
-    ("neighbors", "nearest neighbours, near duplicates, clusters", None),
-    ("curate", "inclusion decisions and review queue", None),
-    ("report", "HTML report", None),
+# The stages in pipeline order: (command, what it does). Each is `jobs/<command>.py`'s
+# run(ctx, tracker), imported only when it runs.
+STAGES: list[tuple[str, str]] = [
+    ("ingest", "headers into `instances` and `ingest_errors`"),
+    ("pixels", "pixel statistics, series geometry, duplicates"),
+    ("embed", "image embeddings"),
+    ("anatomy", "relevance: header rules, the content check, body-region predictions"),
+    ("neighbors", "nearest neighbours, near duplicates, clusters"),
+    ("curate", "inclusion decisions and review queue"),
+    ("report", "HTML report"),
 ]
+STAGE_NAMES = [name for name, _ in STAGES]
 DEFAULT_DEMO_DELIVERY = "demo-delivery"
 # `triage annotate ACTION`: each is jobs/annotate_<action>.py's run().
 ANNOTATE_ACTIONS = {
@@ -36,10 +39,6 @@ ANNOTATE_ACTIONS = {
     "next": "choose the next instances to label (uncertainty with diversity) and list "
             "predictions safe to accept",
 }
-
-
-class NotBuilt(Exception):
-    pass
 
 
 class VersionAction(argparse.Action):
@@ -67,9 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the package, Python, pyspark and Delta writer versions and exit")
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, summary, issue in STAGES:
-        sub = commands.add_parser(name, help=summary + (f" (not built yet: {issue})" if issue else ""))
-        _common(sub)
+    for name, summary in STAGES:
+        _common(commands.add_parser(name, help=summary))
     _common(commands.add_parser("run", help="every stage in order"))
     demo = commands.add_parser("demo", help="generate a demo delivery (if absent) and run everything on it")
     _common(demo)
@@ -134,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"triage: configuration error: {exc}", file=sys.stderr)
         return 2
-    except NotBuilt as exc:
-        print(f"triage: {exc}", file=sys.stderr)
-        return 2
     except (EnvironmentProblem, OutputBusy) as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 3
@@ -166,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         return _evaluate(settings)
     if args.command == "run":
-        return _run_stages(settings, [name for name, _, _ in STAGES], "run")
+        return _run_stages(settings, STAGE_NAMES, "run")
     return _run_stages(settings, [args.command], args.command)
 
 
@@ -178,7 +173,7 @@ def _demo(args: argparse.Namespace) -> int:
         generate_delivery(delivery)
     extra = [f"input={delivery}", "privacy.allow_generated_secret=true", *demo_expectations(delivery)]
     settings = settings_from(args, extra)
-    return _run_stages(settings, [name for name, _, _ in STAGES], "demo")
+    return _run_stages(settings, STAGE_NAMES, "demo")
 
 
 def demo_expectations(delivery: str) -> list[str]:
@@ -199,10 +194,6 @@ def _run_stages(settings, names: list[str], command: str) -> int:
     from dicom_triage.jobs.runtime import RunContext
     from dicom_triage.jobs.tracking import tracked_run
 
-    if len(names) == 1:
-        issue = dict((n, i) for n, _, i in STAGES)[names[0]]
-        if issue:
-            raise NotBuilt(f"stage '{names[0]}' is not built yet ({issue})")
     if "ingest" in names:
         require(settings, "input", "the delivery to read, e.g. --input s3://bucket/delivery")
     ctx = RunContext.create(settings)
@@ -212,12 +203,7 @@ def _run_stages(settings, names: list[str], command: str) -> int:
     started = time.monotonic()
     results, failed = {}, []
     with _output_lock(settings, ctx.run_id), tracked_run(settings, ctx.run_id, command) as tracker:
-        for name, _, issue in STAGES:
-            if name not in names:
-                continue
-            if issue:
-                print(f"{name}: not built yet ({issue}), skipped")
-                continue
+        for name in (stage for stage in STAGE_NAMES if stage in names):
             stage_started = time.monotonic()
             try:
                 with progress.shown(ctx.spark, name, every=settings.progress_seconds):
@@ -258,28 +244,7 @@ def _output_lock(settings, run_id: str):
 
 
 def _stage_runner(name: str):
-    if name == "ingest":
-        from dicom_triage.jobs import ingest
-        return ingest.run
-    if name == "pixels":
-        from dicom_triage.jobs import pixels
-        return pixels.run
-    if name == "embed":
-        from dicom_triage.jobs import embed
-        return embed.run
-    if name == "anatomy":
-        from dicom_triage.jobs import anatomy
-        return anatomy.run
-    if name == "neighbors":
-        from dicom_triage.jobs import neighbors
-        return neighbors.run
-    if name == "curate":
-        from dicom_triage.jobs import curate
-        return curate.run
-    if name == "report":
-        from dicom_triage.jobs import report
-        return report.run
-    raise NotBuilt(f"stage '{name}' is not built yet")
+    return importlib.import_module(f"dicom_triage.jobs.{name}").run
 
 
 def _train_anatomy(settings) -> int:

@@ -152,7 +152,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "annotate.next.candidate_pool": _positive,
     "annotate.next.accept_confidence": lambda v: None if 0 < v <= 1 else "must be > 0 and <= 1",
 }
-# What a reason does to an object (schemas/curate.py SEVERITIES).
+# What a reason does to an object's decision.
 RULES.update({f"curate.severity.{code}": _one_of("exclude", "review", "annotate")
               for code in sorted(ALL_CODES | {IO_ERROR, TIMEOUT})})
 

@@ -8,10 +8,6 @@ from pyspark.sql.types import (ArrayType, BinaryType, DoubleType, IntegerType, L
 
 from dicom_triage.schemas.pixels import RUN_FIELDS
 
-DECISIONS = ("include", "exclude", "review")
-# What a reason does to an object's decision (configuration: curate.severity).
-SEVERITIES = ("exclude", "review", "annotate")
-
 EVIDENCE = StructType([
     StructField("code", StringType(), False),       # schemas.reasons code (or IO_ERROR / TIMEOUT)
     StructField("severity", StringType(), False),   # exclude | review | annotate

@@ -17,7 +17,7 @@ import re
 import pytest
 import yaml
 
-from dicom_triage.jobs.cli import STAGES, build_parser, settings_from
+from dicom_triage.jobs.cli import STAGE_NAMES, build_parser, settings_from
 from dicom_triage.jobs.config import default_settings, load_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +171,7 @@ def test_artifact_builds_the_wheel_the_tasks_install(bundle):
 
 def test_one_task_per_stage_in_pipeline_order(bundle):
     tasks = job(bundle)["tasks"]
-    assert [t["task_key"] for t in tasks] == [name for name, _, _ in STAGES]
+    assert [t["task_key"] for t in tasks] == STAGE_NAMES
     for previous, task in zip([None] + tasks[:-1], tasks):
         wanted = [] if previous is None else [{"task_key": previous["task_key"]}]
         assert task.get("depends_on", []) == wanted, f"task {task['task_key']}: depends_on {task.get('depends_on')}"
@@ -275,7 +275,7 @@ def test_job_matches_the_bundle_job_schema(bundle, target):
 
     Job.from_dict(copy.deepcopy(job(bundle)))  # as written, with ${var.*} references
     resolved = Job.from_dict(job(bundle, target))
-    assert [t.task_key for t in resolved.tasks] == [name for name, _, _ in STAGES]
+    assert [t.task_key for t in resolved.tasks] == STAGE_NAMES
     variables = variables_for(bundle, target)
     settings = bundle["targets"][target]
     if settings.get("run_as"):

@@ -271,3 +271,14 @@ def test_a_damaged_length_inside_a_whole_file_is_a_corrupt_header():
     assert row["error_code"] == "CORRUPT_HEADER", row
     whole = (PYDICOM_FILES / "CT_small.dcm").read_bytes()
     assert parse_bytes(whole[:at + 10])["error_code"] == "TRUNCATED"   # an undamaged file cut inside it
+
+
+def test_header_policy_defaults_are_the_configuration_defaults():
+    """The parser's own defaults (used by tools and tests that build a policy
+    directly) are the ones conf/default.yaml gives the job."""
+    from dataclasses import fields
+    configured = header_policy(load_settings(), b"any-secret")
+    bare = HeaderPolicy(secret=b"any-secret")
+    for item in fields(HeaderPolicy):
+        if item.name not in ("secret", "hash_keywords", "drop_keywords", "json_max_chars"):
+            assert getattr(bare, item.name) == getattr(configured, item.name), item.name

@@ -41,9 +41,6 @@ import pandas as pd
 from dicom_triage.udfs import boxes as B
 from dicom_triage.udfs.annotator_drift import batch_figures
 
-KINDS = ("nominal", "ordinal")
-WEIGHTS = ("none", "linear", "quadratic")
-
 
 @dataclass(frozen=True)
 class Measure:

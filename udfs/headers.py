@@ -15,7 +15,7 @@ import json
 import signal
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pydicom
@@ -46,14 +46,13 @@ class HeaderPolicy:
     hash_keywords: frozenset[str] = frozenset()
     drop_keywords: frozenset[str] = frozenset()
     keep_private_values: bool = False
-    first_block_bytes: int = 4096
-    max_block_bytes: int = 65536
+    first_block_bytes: int = 8192
+    max_block_bytes: int = 262144
     max_header_bytes: int = 16 * 2**20
     defer_size_bytes: int = 16384
     timeout_seconds: float = 20.0
     accept_missing_preamble: bool = True
     json_max_chars: int = 1_000_000
-    extra: dict = field(default_factory=dict)
 
 
 class ParseTimeout(Exception):

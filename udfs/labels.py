@@ -46,7 +46,6 @@ BOX_OUTSIDE_IMAGE = "BOX_OUTSIDE_IMAGE"
 BAD_BOX = "BAD_BOX"
 MISSING_FIELD = "MISSING_FIELD"
 DUPLICATE = "DUPLICATE"
-ERROR_CODES = (UNKNOWN_INSTANCE, UNKNOWN_LABEL, BOX_OUTSIDE_IMAGE, BAD_BOX, MISSING_FIELD, DUPLICATE)
 
 FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
 INSTANCE_FIELDS = ("instance", "path", "sop_instance_uid", "file_name")
