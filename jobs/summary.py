@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, functions as F
 
-# The output contract's table names (DESIGN.md), in pipeline order.
+# The output contract's table names (README "Tables"), in pipeline order.
 TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embeddings", "anatomy",
           "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue", "run_notes",
           "evaluation", "evaluation_decisions", "evaluation_cases",

@@ -1,4 +1,4 @@
-"""The reason-code vocabulary of the output contract (DESIGN.md).
+"""The reason-code vocabulary of the output contract (README "The tables").
 
 Every finding and every exclusion names one of these codes. Ingest errors use
 the integrity codes, plus IO_ERROR / TIMEOUT for objects that could not be read

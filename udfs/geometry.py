@@ -6,7 +6,7 @@ values: slice spacing and its regularity, missing and duplicate positions,
 orientation groups, gantry tilt, localizer detection, the order in which to
 stack the slices, and the reason codes (`schemas.reasons`) that apply.
 
-The rules follow the converters named in METHODS.md ("Series geometry"):
+The rules and their sources are in docs/methods.md ("Series geometry"):
 dcm2niix (nii_dicom_batch.cpp), dicom2nifti (common.py) and highdicom
 (spatial.py). Where a tolerance differs from theirs, `GeometryRules` says so.
 
@@ -58,17 +58,17 @@ class GeometryRules:
     """Tolerances of the geometry and localizer rules (defaults and their sources)."""
 
     # Two ImageOrientationPatient vectors are the same orientation when every one
-    # of the 6 direction cosines differs by <= this. METHODS.md; dicom2nifti
+    # of the 6 direction cosines differs by <= this. dicom2nifti
     # validate_orientation uses allclose(rtol=1e-3, atol=1e-3).
     orientation_tol: float = 1e-3
 
     # Slice-spacing regularity. A step dz is regular when |dz - median dz| <= tol,
     #     tol = min(spacing_tol_abs_mm, max(spacing_tol_rel * median, spacing_tol_floor_mm)).
     # i.e. a step is irregular when it breaks EITHER the absolute rule or the
-    # relative rule (the "or" of METHODS.md), the stricter one wins:
+    # relative rule, the stricter one wins (docs/methods.md):
     #  - absolute 0.2 mm: dcm2niix, isSameFloatT(dx, dx_i, 0.2) against the first
     #    step (we compare to the median, which one odd first step cannot skew).
-    #  - relative 1 %: METHODS.md, attributed to highdicom. Note: highdicom's own
+    #  - relative 1 %: the usual relative tolerance of volume builders; highdicom's own
     #    get_volume_positions default is an absolute 1e-4 mm against the mean
     #    step (_DEFAULT_SPACING_TOLERANCE), far stricter than either.
     #  - floor 0.02 mm (ours): positions written as DS with 2 decimals carry up to
@@ -100,7 +100,7 @@ class GeometryRules:
     too_few_slices: int = 3
 
     # Localizer names (SeriesDescription (0008,103E), ProtocolName (0018,1030)),
-    # case-insensitive substrings. METHODS.md / vendor names: Siemens
+    # case-insensitive substrings. Vendor names: Siemens
     # "AAHScout"/"localizer", Philips MR "Survey", GE "3-Plane Loc"/"Tri-Pilot"/
     # "scout". Ours: Siemens CT "Topogram", Philips CT "Surview", Canon
     # "Scanogram".
@@ -111,7 +111,7 @@ class GeometryRules:
     # "_" and "-" do not): "3pl loc", "LOC_T2" yes, "block", "local" no.
     localizer_words: tuple[str, ...] = ("loc",)
     # Several orientations in one series, every group with <= this many slices:
-    # a multi-plane localizer (METHODS.md: "a group of <= 3 slices").
+    # a multi-plane localizer ("a group of <= 3 slices", docs/methods.md).
     localizer_max_slices_per_group: int = 3
 
     # Modalities whose series are meant to be cross-sectional stacks.
@@ -205,7 +205,7 @@ def orientation_groups(iop: np.ndarray, tol: float) -> tuple[np.ndarray, bool | 
 
     Greedy, in the given row order: the first ungrouped IOP opens a group and
     takes every ungrouped IOP whose 6 cosines all differ from it by <= tol
-    (GeometryRules.orientation_tol, 1e-3, METHODS.md / dicom2nifti). Rows
+    (GeometryRules.orientation_tol, 1e-3, as dicom2nifti). Rows
     without a valid IOP get group -1. Returns (group per row, consistent) where
     consistent = every valid IOP equals the first valid one within tol (None
     when no row has an IOP). Cost O(n x groups), vectorised per group.
@@ -248,11 +248,11 @@ def spacing_rules(z_sorted: np.ndarray, rules: GeometryRules) -> dict:
     normal, ascending. Steps dz <= duplicate_tol_mm (0.01 mm, ours) are
     duplicate positions; spacing statistics use the other steps ("distinct
     steps"). With m = median distinct step and tol as in GeometryRules
-    (min(0.2 mm dcm2niix, max(1 % METHODS/highdicom, 0.02 mm floor))):
+    (min(0.2 mm dcm2niix, max(1 % relative, 0.02 mm floor)), docs/methods.md):
 
     * regular step: |dz - m| <= tol;
     * missing slices: dz ~ k*m for an integer k >= 2 (|dz - k*m| <= k*tol):
-      k - 1 slices missing (METHODS.md);
+      k - 1 slices missing;
     * irregular step: neither of the above (IRREGULAR_SPACING).
     """
     steps = np.diff(z_sorted)
@@ -329,7 +329,7 @@ def _localizer_regex(rules: GeometryRules) -> re.Pattern:
 def localizer_reasons(*, image_types: list[list[str]], modality: str | None,
                       names: Iterable[str | None], tomographic_modality: bool,
                       group_sizes: list[int], rules: GeometryRules) -> list[str]:
-    """Why a series is a scout / localizer (METHODS.md "Localizer"); empty when it is not.
+    """Why a series is a scout / localizer (docs/methods.md "Localizer"); empty when it is not.
 
     * "image_type": ImageType (0008,0008) contains LOCALIZER on more than half
       of the instances that carry ImageType (a series with one stray scout
@@ -520,7 +520,7 @@ def _findings(r: dict, geometry_rules_apply: bool) -> list[str]:
     Geometry findings only for tomographic series with positions; multi-frame
     series only get INCONSISTENT_ORIENTATION (across instances). MISSING_SLICES
     when positions show integer-multiple gaps OR InstanceNumber has gaps
-    (METHODS.md: either signal).
+    (either signal is enough).
     """
     if r["is_localizer"]:
         return [LOCALIZER]

@@ -1,4 +1,4 @@
-"""Keyed hashing of patient identifiers (DESIGN.md, Privacy).
+"""Keyed hashing of patient identifiers (docs/methods.md, Privacy).
 
 An identifier is stored as HMAC-SHA256(secret, normalised value), hex. The same
 patient gets the same key across files and runs that share the secret, so

@@ -1,5 +1,5 @@
 """Outlier scores and fences on plain numpy arrays (no Spark), after cleanlab
-and FiftyOne Brain (see /work/shared/METHODS.md)."""
+and FiftyOne Brain (docs/methods.md, "Outlier scores and fences")."""
 from __future__ import annotations
 
 import numpy as np
