@@ -10,7 +10,6 @@ from pathlib import Path
 
 from dicom_triage.jobs.config import Settings
 
-SECRET_LIKE = re.compile(r"(secret|password|token|key|credential)", re.IGNORECASE)
 MAX_PARAM_CHARS = 6000
 
 
@@ -52,13 +51,11 @@ def _catalog_part(output: str) -> str:
 
 
 def safe_params(settings: Settings) -> dict[str, str]:
-    """Flattened settings with anything secret-looking redacted."""
+    """Flattened settings without credentials (jobs/redaction.py), each cut to MLflow's size."""
+    from dicom_triage.jobs.redaction import redact
+
     params = {}
-    for key, value in settings.flat().items():
-        if SECRET_LIKE.search(key.split(".")[-1]) and key != "privacy.secret_env":
-            value = "***"
-        if key == "storage.options" and isinstance(value, dict):
-            value = {k: ("***" if SECRET_LIKE.search(k) else v) for k, v in value.items()}
+    for key, value in redact(settings.flat(), os.environ).items():
         text = str(value)
         params[key] = text if len(text) <= MAX_PARAM_CHARS else text[:MAX_PARAM_CHARS - 3] + "..."
     return params

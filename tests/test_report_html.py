@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from dicom_triage.jobs import report_html as R
+from dicom_triage.jobs.redaction import REDACTED, redact
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -124,7 +125,8 @@ def test_hostile_strings_are_escaped_everywhere():
     assert not Tags(page).named("script")
 
 
-def test_secrets_are_redacted():
+def hostile_settings() -> tuple[dict, dict]:
+    """Settings with credentials at every depth, and the environment beside them."""
     settings = {
         "output": "s3://bucket/out",
         "storage": {"options": {"key": "AKIAEXAMPLE", "secret": "wJalrXUtnFEMI", "token": "tok",
@@ -135,19 +137,41 @@ def test_secrets_are_redacted():
         "mlflow": {"tracking_uri": "https://mlflow.example/?x=from-env-0123456789"},
     }
     environ = {"TRIAGE_HMAC_SECRET": "from-env-0123456789", "HOME": "/root", "SHORT_TOKEN": "ab"}
-    clean = R.redact(settings, environ)
+    return settings, environ
+
+
+SECRETS = ("AKIAEXAMPLE", "wJalrXUtnFEMI", "hunter2", "nested-secret", "from-env-0123456789")
+
+
+def test_secrets_are_redacted():
+    settings, environ = hostile_settings()
+    clean = redact(settings, environ)
     options = clean["storage"]["options"]
-    assert options["key"] == options["secret"] == options["token"] == R.REDACTED
-    assert options["client_kwargs"]["aws_secret_access_key"] == R.REDACTED
+    assert options["key"] == options["secret"] == options["token"] == REDACTED
+    assert options["client_kwargs"]["aws_secret_access_key"] == REDACTED
     assert options["client_kwargs"]["endpoint_url"] == "http://***@minio:9000"
     assert options["anon"] is False
     assert clean["privacy"]["hash_keywords"] == ["PatientID"], "a list of DICOM keywords is no secret"
     assert clean["mlflow"]["tracking_uri"] == "https://mlflow.example/?x=***"
     block = R.settings_block(settings, environ)
-    for secret in ("AKIAEXAMPLE", "wJalrXUtnFEMI", "hunter2", "nested-secret", "from-env-0123456789"):
+    for secret in SECRETS:
         assert secret not in block
     assert "TRIAGE_HMAC_SECRET" in block  # the variable's name is shown, not its value
     assert settings["storage"]["options"]["key"] == "AKIAEXAMPLE", "the input is not changed"
+
+
+def test_mlflow_params_carry_no_credential_at_any_depth(monkeypatch):
+    from dicom_triage.jobs.config import Settings
+    from dicom_triage.jobs.tracking import safe_params
+
+    settings, environ = hostile_settings()
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    params = safe_params(Settings(settings))
+    for secret in SECRETS:
+        assert not [key for key, value in params.items() if secret in value], secret
+    assert params["privacy.hash_keywords"] == "['PatientID']"
+    assert params["privacy.secret_env"] == "TRIAGE_HMAC_SECRET"
 
 
 def agreement_data(annotator: str = "ana") -> dict:
