@@ -16,6 +16,7 @@ import traceback
 from dicom_triage.jobs.config import ConfigError, load_settings, require
 from dicom_triage.jobs.output_lock import OutputBusy
 from dicom_triage.jobs.session import EnvironmentProblem
+from dicom_triage.jobs.sql_guard import SqlRefused
 
 # The stages in pipeline order: (command, what it does). Each is `jobs/<command>.py`'s
 # run(ctx, tracker), imported only when it runs.
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except (EnvironmentProblem, OutputBusy) as exc:
         print(f"triage: {exc}", file=sys.stderr)
         return 3
+    except SqlRefused as exc:
+        print(f"triage sql: {exc}", file=sys.stderr)
+        return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -303,10 +307,19 @@ def _sql(settings, query: str, limit: int) -> int:
 
     settings_for_sql = settings
     ctx = RunContext(settings=settings_for_sql, run_id="sql", secret=b"")
+    from pyspark.errors import AnalysisException
+
+    from dicom_triage.jobs.sql_guard import SqlRefused, check
+
     names = register_tables(ctx)
     if not names:
         raise ConfigError(f"setting 'output': no tables found under {settings.output}")
-    show(ctx.spark.sql(query), limit)
+    check(ctx.spark, query, names)
+    try:
+        result = ctx.spark.sql(query)
+    except AnalysisException as exc:  # an unknown table or column: one line, and what there is
+        raise SqlRefused(f"{str(exc).splitlines()[0][:300]}. Tables: {', '.join(names)}") from None
+    show(result, limit)
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 from pyspark.sql import functions as F
@@ -182,3 +183,40 @@ def test_triage_sql_on_the_result_tables(full_pipeline, capsys):
     assert [line.split()[0] for line in out[2:]] == ["site_a", "site_b", "site_c", "site_d"]
     assert triage(["sql", "SELECT count(*) AS n FROM review_queue", *full_pipeline.args]) == 0
     assert int(capsys.readouterr().out.splitlines()[2]) > 0
+
+
+# Statements `triage sql` must refuse: each read a secret or a file, wrote, or changed the session.
+HOSTILE_SQL = [
+    "SELECT reflect('java.lang.System', 'getenv', 'TRIAGE_HMAC_SECRET')",
+    "SELECT `java_method`('java.lang.System', 'getenv', 'HOME')",
+    "SELECT * FROM text.`/etc/hostname`",
+    "SELECT (SELECT count(*) FROM parquet.`/tmp`) AS n",
+    "INSERT OVERWRITE DIRECTORY '/tmp/triage-sql-x' USING parquet SELECT 1 AS x",
+    "FROM instances INSERT OVERWRITE DIRECTORY '/tmp/triage-sql-y' SELECT *",
+    "WITH a AS (SELECT 1 AS x) INSERT INTO instances SELECT * FROM a",
+    "DELETE FROM instances",
+    "SET spark.sql.shuffle.partitions=1",
+    "CACHE TABLE instances",
+    "CREATE TEMPORARY VIEW v AS SELECT 1",
+    "ADD JAR /tmp/x.jar",
+    "SELECT * FROM read_files('/etc/hostname')",
+]
+
+
+def test_triage_sql_runs_only_queries_over_the_tables(full_pipeline, capsys):
+    version = full_pipeline.store.version("instances")
+    for statement in HOSTILE_SQL:
+        assert triage(["sql", statement, *full_pipeline.args]) == 2, statement
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("triage sql: ") and "\n" not in error, (statement, error)
+        assert "instances" in error.split("Tables: ")[-1]
+    assert full_pipeline.store.version("instances") == version
+    assert not os.path.exists("/tmp/triage-sql-x") and not os.path.exists("/tmp/triage-sql-y")
+    # a query the README shows still runs; a wrong table name is one line that lists the tables
+    assert triage(["sql", "SELECT f.code, count(*) AS n FROM pixel_stats LATERAL VIEW explode(findings) t AS f "
+                   "GROUP BY f.code ORDER BY n DESC", *full_pipeline.args]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split() == ["code", "n"]
+    assert triage(["sql", "SELECT * FROM instance", *full_pipeline.args]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "instances" in error
+    assert triage(["sql", "SHOW TABLES", *full_pipeline.args]) == 0
