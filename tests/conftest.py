@@ -8,6 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+# Every JVM the tests start (the shared session, each command-line run, the
+# standalone cluster) lives seconds to minutes on small data: the quick C1 JIT
+# alone spends less CPU compiling than it saves. Measured on one curate stage of
+# 150 objects, alternating runs: 18 % less wall time.
+os.environ.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")
+
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -106,6 +106,7 @@ def smoke(line: str, installed: dict, delivery: Path, settings: list[str], work:
         return {**result, "problem": installed["problem"]}
     cwd = Path(tempfile.mkdtemp(prefix=f"smoke-{line}-", dir=work))   # outside the repository
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.setdefault("JAVA_TOOL_OPTIONS", "-XX:TieredStopAtLevel=1")  # short JVMs: see tests/conftest.py
     env.update(TRIAGE_HMAC_SECRET=SECRET, PYSPARK_PYTHON=str(venv / "bin/python"),
                PYSPARK_DRIVER_PYTHON=str(venv / "bin/python"), PATH=f"{venv / 'bin'}:{env['PATH']}")
     triage = str(venv / "bin/triage")
