@@ -282,3 +282,41 @@ def test_header_policy_defaults_are_the_configuration_defaults():
     for item in fields(HeaderPolicy):
         if item.name not in ("secret", "hash_keywords", "drop_keywords", "json_max_chars"):
             assert getattr(bare, item.name) == getattr(configured, item.name), item.name
+
+
+def test_identifiers_outside_the_keyword_list_are_not_stored_in_clear():
+    """Person names anywhere (sequences included), the further Basic Profile
+    identifiers, and the patient's name typed into a description."""
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.PatientName = "KOWALSKI^MAGDALENA"
+    ds.StudyDescription = "CT HEAD Kowalski"
+    ds.SeriesDescription = "magdalena follow-up"
+    ds.ConsultingPhysicianName = "OKAFOR^CHIDI"
+    ds.ResponsiblePerson = "LINDQVIST^BRITT"
+    ds.PatientTelecomInformation = "+48 601 555 019"
+    ds.AdmissionID = "ADM-88231907"
+    ds.PatientBirthTime = "073015"
+    step = Dataset()
+    step.ScheduledPerformingPhysicianName = "ABERNATHY^ROSE"
+    ds.ScheduledProcedureStepSequence = [step]
+    context = Dataset()
+    context.PersonName = "TANAKA^HIRO"
+    ds.AcquisitionContextSequence = [context]
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    row = parse_bytes(buffer.getvalue())
+    text = json.dumps(row, default=str).upper()
+    for clear in ("KOWALSKI", "MAGDALENA", "OKAFOR", "LINDQVIST", "601 555 019", "ADM-88231907", "073015",
+                  "ABERNATHY", "TANAKA"):
+        assert clear not in text, clear
+    assert row["study_description"] == "CT HEAD [name]" and row["series_description"] == "[name] follow-up"
+    header = json.loads(row["header_json"])
+    assert header["ConsultingPhysicianName"]["Value"][0].startswith("hmac:")
+    assert header["ScheduledProcedureStepSequence"]["Value"][0]["ScheduledPerformingPhysicianName"][
+        "Value"][0].startswith("hmac:")
+    for line in ("ConsultingPhysicianName is a person's name", "ResponsiblePerson is a person's name",
+                 "PatientTelecomInformation present", "AdmissionID present", "PatientBirthTime present",
+                 "StudyDescription contains the patient's name"):
+        assert line in row["phi_evidence"], line

@@ -31,3 +31,14 @@ def test_names_removed_attributes_and_an_object_that_says_it_is_identified():
                              "PatientBirthDate": "19710422"}, "no")
     assert evidence == ["PatientBirthDate present", "PatientName is a person's name",
                         "PatientIdentityRemoved NO with PatientBirthDate, PatientID, PatientName"]
+
+
+def test_the_patients_name_is_taken_out_of_free_text_and_nothing_else():
+    from dicom_triage.udfs.phi import name_words, without_names
+
+    words = name_words(["van der Berg^Anna", None, "SUBJ-A-0001"])
+    assert words == {"VAN", "DER", "BERG", "ANNA"}  # words of 3+ letters, upper case; pseudonyms give none
+    assert without_names("MR brain anna berg T2", words) == "MR brain [name] [name] T2"
+    assert without_names("Bergamo protocol", words) == "Bergamo protocol", "whole words only"
+    assert without_names(None, words) is None and without_names("T1", frozenset()) == "T1"
+    assert name_words(["SUBJ-A-0001", "ANONYMOUS^PATIENT"]) == frozenset()

@@ -25,7 +25,7 @@ from pydicom.uid import UID
 
 from dicom_triage.schemas.ingest import PROMOTED, PROMOTED_COLUMNS
 from dicom_triage.udfs.identifiers import keyed_hash
-from dicom_triage.udfs.phi import phi_evidence
+from dicom_triage.udfs.phi import PATIENT_NAME_KEYWORDS, name_words, phi_evidence, without_names
 from dicom_triage.udfs.object_reader import (DEFLATED_TS, BlockReader, InflateLimitExceeded, ReadBudgetExceeded,
                                 declared_transfer_syntax, read_deflated)
 
@@ -35,6 +35,9 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 BINARY_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+# Text VRs a person may type a name into; the patient's name is taken out of them.
+FREE_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC"}
+FREE_TEXT_KEYWORDS = ("StudyDescription", "SeriesDescription", "ProtocolName")
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 
 
@@ -330,8 +333,14 @@ def _has_pixel_tag(ds, reader: BlockReader, stop_offset: int) -> bool:
 def dataset_row(ds, policy: HeaderPolicy) -> dict:
     """Promoted attributes as typed values, identifier keys and the header JSON."""
     row: dict[str, Any] = {}
+    names = name_words(_text(ds, keyword) for keyword in PATIENT_NAME_KEYWORDS)
+    named_in_text = []
     for keyword, kind in PROMOTED:
-        row[PROMOTED_COLUMNS[keyword]] = _typed(ds, keyword, kind)
+        value = _typed(ds, keyword, kind)
+        if keyword in FREE_TEXT_KEYWORDS and (cleaned := without_names(value, names)) != value:
+            value = cleaned
+            named_in_text.append(f"{keyword} contains the patient's name")
+        row[PROMOTED_COLUMNS[keyword]] = value
     meta = getattr(ds, "file_meta", None)
     ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
     row["transfer_syntax_uid"] = str(ts) if ts else None
@@ -340,13 +349,27 @@ def dataset_row(ds, policy: HeaderPolicy) -> dict:
     row["patient_key"] = keyed_hash(policy.secret, _text(ds, "PatientID"))
     row["accession_key"] = keyed_hash(policy.secret, _text(ds, "AccessionNumber"))
     identifiers = {kw: value for kw in policy.hash_keywords if (value := _text(ds, kw))}
+    person_names = {kw: value for kw, value in _person_names(ds) if kw not in identifiers}
+    identifiers.update(person_names)
     row["identifiers_present"] = sorted(identifiers)
-    row["phi_evidence"] = phi_evidence(identifiers, _text(ds, "PatientIdentityRemoved"))
-    header = header_json(ds, policy)
+    row["phi_evidence"] = phi_evidence(identifiers, _text(ds, "PatientIdentityRemoved"),
+                                       frozenset(person_names)) + named_in_text
+    header = header_json(ds, policy, names)
     text = json.dumps(header, separators=(",", ":"), ensure_ascii=False, default=str)
     row["header_json"] = text if len(text) <= policy.json_max_chars else json.dumps(
         {"_truncated": True, "_chars": len(text)})
     return row
+
+
+def _person_names(ds):
+    """(keyword, text) of the top-level person-name (PN) elements that hold a value."""
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+            if elem.VR == "PN" and elem.keyword and (text := _text(ds, elem.keyword)):
+                yield elem.keyword, text
+        except Exception:  # a malformed element is reported by header_json
+            continue
 
 
 def _text(ds, keyword: str) -> str | None:
@@ -419,24 +442,26 @@ def _as_date(value) -> dt.date | None:
 
 # -- DICOM JSON keyed by keyword -----------------------------------------------
 
-def header_json(ds, policy: HeaderPolicy) -> dict:
+def header_json(ds, policy: HeaderPolicy, names: frozenset[str] = frozenset()) -> dict:
     """The header as DICOM JSON (PS3.18 F.2) keyed by keyword (tag for private and
-    unknown elements). Identifiers are keyed hashes, free text and bulk data
-    are left out, private values dropped unless configured."""
+    unknown elements). Identifiers and every person name (VR PN, at any depth)
+    are keyed hashes; the words of the patient's name (`names`) are taken out of
+    other text; configured free text and bulk data are left out, private values
+    dropped unless configured."""
     out = {}
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
-        out.update(_dataset_json(meta, policy))
-    out.update(_dataset_json(ds, policy))
+        out.update(_dataset_json(meta, policy, names))
+    out.update(_dataset_json(ds, policy, names))
     return out
 
 
-def _dataset_json(ds, policy: HeaderPolicy) -> dict:
+def _dataset_json(ds, policy: HeaderPolicy, names: frozenset[str]) -> dict:
     out = {}
     for tag in list(ds.keys()):
         try:
             raw = ds.get_item(tag)
-            key, value = _element_json(ds, tag, raw, policy)
+            key, value = _element_json(ds, tag, raw, policy, names)
         except Exception as exc:  # one bad element must not lose the header
             key, value = f"{int(tag):08X}", {"Error": f"{type(exc).__name__}"}
         if key is not None:
@@ -444,7 +469,7 @@ def _dataset_json(ds, policy: HeaderPolicy) -> dict:
     return out
 
 
-def _element_json(ds, tag, raw, policy: HeaderPolicy):
+def _element_json(ds, tag, raw, policy: HeaderPolicy, names: frozenset[str]):
     key = pydicom.datadict.keyword_for_tag(tag) or f"{int(tag):08X}"
     if int(tag) in PIXEL_TAGS:
         return None, None
@@ -459,13 +484,16 @@ def _element_json(ds, tag, raw, policy: HeaderPolicy):
     elem = ds[tag]
     vr = elem.VR
     if vr == "SQ":
-        return key, {"vr": "SQ", "Value": [_dataset_json(item, policy) for item in elem.value]}
+        return key, {"vr": "SQ", "Value": [_dataset_json(item, policy, names) for item in elem.value]}
     if vr in BINARY_VRS:
         return key, {"vr": vr, "BulkDataLength": len(elem.value or b"")}
-    if key in policy.hash_keywords:
-        values = _values(ds, key)
+    if key in policy.hash_keywords or vr == "PN":
+        values = elem.value if isinstance(elem.value, (list, tuple)) or type(elem.value).__name__ == "MultiValue" \
+            else ([elem.value] if elem.value not in (None, "") else [])
         text = "\\".join(str(v) for v in values)
         return key, {"vr": vr, "Value": [keyed_hash(policy.secret, text)] if text.strip() else []}
     encoded = elem.to_json_dict(None, 1024)
     encoded.pop("InlineBinary", None)
+    if names and vr in FREE_TEXT_VRS and "Value" in encoded:
+        encoded["Value"] = [without_names(value, names) for value in encoded["Value"]]
     return key, encoded

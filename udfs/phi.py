@@ -27,9 +27,13 @@ NAME_KEYWORDS = frozenset({
 })
 # Removed, never replaced, by de-identification (PS3.15 Basic Profile: action X or Z).
 REMOVED_KEYWORDS = frozenset({
-    "PatientBirthDate", "PatientAddress", "PatientTelephoneNumbers", "MedicalRecordLocator",
-    "ReferringPhysicianAddress", "InstitutionAddress",
+    "PatientBirthDate", "PatientBirthTime", "PatientAddress", "PatientTelephoneNumbers",
+    "PatientTelecomInformation", "MedicalRecordLocator", "AdmissionID", "ReferringPhysicianAddress",
+    "InstitutionAddress",
 })
+# The patient's own name attributes: their words are looked for in free text.
+PATIENT_NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName")
+NAME_PLACEHOLDER = "[name]"
 # Words of pseudonyms and placeholders, never of a name.
 PLACEHOLDERS = frozenset({
     "ANON", "ANONYMOUS", "ANONYMIZED", "ANONYMISED", "DEIDENTIFIED", "DE", "IDENTIFIED", "REMOVED",
@@ -53,16 +57,36 @@ def looks_like_a_name(value) -> bool:
     return len(words) >= 2
 
 
-def phi_evidence(values: dict[str, str], identity_removed: str | None) -> list[str]:
+def phi_evidence(values: dict[str, str], identity_removed: str | None,
+                 person_names: frozenset[str] = frozenset()) -> list[str]:
     """Why the identifier values `values` (keyword -> non-empty text) are real
-    identifiers, one line per attribute; empty when they read as pseudonyms."""
+    identifiers, one line per attribute; empty when they read as pseudonyms.
+    `person_names`: further keywords whose values are person names (VR PN)."""
     found = []
     for keyword in sorted(values):
         value = values[keyword]
         if keyword in REMOVED_KEYWORDS:
             found.append(f"{keyword} present")
-        elif keyword in NAME_KEYWORDS and looks_like_a_name(value):
+        elif (keyword in NAME_KEYWORDS or keyword in person_names) and looks_like_a_name(value):
             found.append(f"{keyword} is a person's name")
     if values and (identity_removed or "").strip().upper() == "NO":
         found.append("PatientIdentityRemoved NO with " + ", ".join(sorted(values)))
     return found
+
+
+def name_words(values) -> frozenset[str]:
+    """The words of the patient's name values that would identify them in free
+    text: letters only, three or more, not a placeholder; upper case."""
+    words = set()
+    for value in values:
+        if value:
+            words.update(w.upper() for w in _WORD.findall(" ".join(str(value).split("^")[:3])) if len(w) >= 3)
+    return frozenset(words - PLACEHOLDERS)
+
+
+def without_names(text, words: frozenset[str]):
+    """`text` with each whole word of `words` (any case) replaced by [name];
+    non-text values and text without those words come back unchanged."""
+    if not words or not isinstance(text, str):
+        return text
+    return _WORD.sub(lambda m: NAME_PLACEHOLDER if m.group(0).upper() in words else m.group(0), text)
