@@ -183,6 +183,10 @@ def header_evidence(instances: DataFrame, settings, explained: DataFrame | None 
                                F.size(column), F.lit(0.0),
                                F.concat(F.lit("identifiers in a delivery declared de-identified: "),
                                         F.array_join(column, "; "))))
+    if "conformance" in instances.columns:  # tables ingested before the check existed have no column
+        broken = instances.filter(F.size(F.coalesce("conformance", F.array())) > 0)
+        parts.append(_evidence(broken, F.lit("NON_CONFORMANT"), "instance", "instances", F.size("conformance"),
+                               F.lit(0.0), F.array_join("conformance", "; ")))
     image_types = F.transform(F.coalesce("image_type", F.array().cast("array<string>")),
                               lambda t: F.upper(F.trim(t)))
     typed = F.arrays_overlap(image_types, F.array(*[F.lit(t.upper()) for t in curate.burned_in_image_types]))

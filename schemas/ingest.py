@@ -135,6 +135,8 @@ INSTANCES = StructType(
         StructField("identifiers_present", ArrayType(StringType()), True),
         # Why those values are real identifiers, not pseudonyms (udfs/phi.py): PHI_PRESENT.
         StructField("phi_evidence", ArrayType(StringType()), True),
+        # What breaks DICOM PS3.10 / PS3.5 in an object read leniently (udfs/conformance.py): NON_CONFORMANT.
+        StructField("conformance", ArrayType(StringType()), True),
         StructField("header_bytes_read", LongType(), True),
         StructField("header_json", StringType(), True),
     ]

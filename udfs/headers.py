@@ -25,6 +25,7 @@ from pydicom.uid import UID
 
 from dicom_triage.schemas.ingest import PROMOTED, PROMOTED_COLUMNS
 from dicom_triage.udfs.identifiers import keyed_hash
+from dicom_triage.udfs.conformance import conformance_problems
 from dicom_triage.udfs.phi import PATIENT_NAME_KEYWORDS, name_words, phi_evidence, without_names
 from dicom_triage.udfs.object_reader import (DEFLATED_TS, BlockReader, InflateLimitExceeded, ReadBudgetExceeded,
                                 declared_transfer_syntax, read_deflated)
@@ -332,7 +333,7 @@ def _has_pixel_tag(ds, reader: BlockReader, stop_offset: int) -> bool:
 
 def dataset_row(ds, policy: HeaderPolicy) -> dict:
     """Promoted attributes as typed values, identifier keys and the header JSON."""
-    row: dict[str, Any] = {}
+    row: dict[str, Any] = {"conformance": conformance_problems(ds)}  # first: on the raw, unconverted values
     names = name_words(_text(ds, keyword) for keyword in PATIENT_NAME_KEYWORDS)
     named_in_text = []
     for keyword, kind in PROMOTED:
