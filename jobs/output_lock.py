@@ -7,7 +7,9 @@ a conditional PUT `If-None-Match: *` on S3), refreshes its heartbeat while it
 runs and removes it at the end. A second run stops at start with a message
 that says who holds the output. A lock left by a run that died is taken over:
 on the same host when its process is gone, elsewhere once its heartbeat is
-older than `stale_after_seconds`. On local disks the lock appears whole
+older than `stale_after_seconds`; the takeover is itself guarded by an
+exclusive `<lock>.takeover`, so of several runs that find the same dead lock
+only one replaces it. On local disks the lock appears whole
 (written aside, then hard-linked / renamed into place), so a reader never sees
 a half-written one; a lock that cannot be read counts as held until its file
 is older than `stale_after_seconds`.
@@ -82,25 +84,26 @@ class OutputLock:
             handle.write(self._record())
         return aside
 
-    def _create_local(self) -> None:
+    def _create_local(self, path: str) -> None:
         aside = self._write_aside()
         try:
-            os.link(aside, self.path)  # atomic, and fails when the lock exists
+            os.link(aside, path)  # atomic, and fails when the lock exists
         except FileExistsError:
             raise
         except OSError:  # no hard links here (some FUSE mounts): create exclusively, then write
-            with open(self.path, "xb") as handle:
+            with open(path, "xb") as handle:
                 handle.write(self._record())
         finally:
             os.unlink(aside)
 
-    def _create(self) -> bool:
-        """Exclusive create; False when the lock exists."""
+    def _create(self, path: str | None = None) -> bool:
+        """Exclusive create of the lock (or of `path`); False when it exists."""
+        path = path or self.path
         try:
             if self.local:
-                self._create_local()
+                self._create_local(path)
             else:
-                self.fs.pipe_file(self.path, self._record(), mode="create")
+                self.fs.pipe_file(path, self._record(), mode="create")
         except FileExistsError:
             return False
         except OSError as exc:  # S3 answers 412 Precondition Failed when the key exists
@@ -131,20 +134,42 @@ class OutputLock:
                     f"pid {holder.get('pid')}, started {holder.get('started_at')}, last heartbeat "
                     f"{holder.get('heartbeat_at')}). Wait for it to finish; if that run is dead, the lock "
                     f"expires {self.stale_after:.0f} s after its last heartbeat, or remove {self.uri}")
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm(self.path)  # a dead run's lock
+            self.take_over(holder)
         raise OutputBusy(f"could not take the output lock {self.uri}: other runs keep taking it")
+
+    def take_over(self, seen: dict) -> None:
+        """Remove a dead run's lock, the one judged stale as `seen`, unless another
+        run took it over meanwhile. Two runs that both judged it stale must not
+        both remove it (the second would remove the first's new lock): the check
+        and the removal happen under a second exclusive lock, `<lock>.takeover`."""
+        guard = f"{self.path}.takeover"
+        if not self._create(guard):
+            with contextlib.suppress(FileNotFoundError):
+                if self._age_seconds(guard) > self.stale_after:  # a run died while taking over
+                    self.fs.rm(guard)
+            return  # another run is taking over; the caller tries again
+        try:
+            if self.holder() == seen:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(self.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(guard)
 
     def _older_than_stale_limit(self) -> bool:
         """For a lock that cannot be read: whether its file is older than the limit."""
         try:
-            info = self.fs.info(self.path)
+            return self._age_seconds(self.path) > self.stale_after
         except FileNotFoundError:
             return True
+
+    def _age_seconds(self, path: str) -> float:
+        """Seconds since `path` was written (infinite when the store does not say)."""
+        info = self.fs.info(path)
         modified = info.get("mtime") or info.get("LastModified")
         if isinstance(modified, dt.datetime):
             modified = modified.timestamp()
-        return modified is None or time.time() - float(modified) > self.stale_after
+        return float("inf") if modified is None else time.time() - float(modified)
 
     def _start_heartbeat(self) -> None:
         def beat():

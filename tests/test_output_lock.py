@@ -154,3 +154,56 @@ def test_two_runs_at_once_on_s3(s3_server, tmp_path, monkeypatch):
                            .to_pandas(columns=["path"]), listed)
     print("\ns3 outcomes:", codes)
     assert not fs.exists(f"{bucket}/out/{LOCK_NAME}")
+
+
+# Each process waits for the start signal, then tries to take the lock and holds it briefly.
+CONTENDER = """
+import json, sys, time
+from dicom_triage.jobs.output_lock import OutputBusy, OutputLock
+output, run_id, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+lock = OutputLock(output, {}, run_id)
+time.sleep(max(0.0, start - time.time()))
+try:
+    lock.acquire()
+except OutputBusy:
+    print("busy")
+    sys.exit(0)
+print("held", flush=True)
+time.sleep(1.0)
+lock.release()
+"""
+
+
+def test_a_dead_runs_lock_is_taken_over_by_one_run_only(tmp_path):
+    """Several runs start together on an output whose lock a dead run left:
+    exactly one takes it over, in every trial (the takeover is guarded)."""
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip())
+    for trial in range(5):
+        output = tmp_path / f"trial-{trial}"
+        output.mkdir()
+        (output / LOCK_NAME).write_text(json.dumps(lock_record(gone, socket.gethostname(), 0)))
+        start = time.time() + 1.5  # after every interpreter has started
+        runs = [subprocess.Popen([sys.executable, "-c", CONTENDER, str(output), f"run-{n}", str(start)],
+                                 stdout=subprocess.PIPE, text=True) for n in range(4)]
+        outcomes = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
+        assert outcomes == ["busy", "busy", "busy", "held"], (trial, outcomes)
+        assert not (output / LOCK_NAME).exists()
+
+
+def test_a_late_takeover_leaves_the_new_holders_lock(tmp_path):
+    """The interleaving that let two runs hold one output: B judges the dead
+    run's lock stale, A takes it over first, then B acts on what it saw."""
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip())
+    (tmp_path / LOCK_NAME).write_text(json.dumps(lock_record(gone, socket.gethostname(), 0)))
+    late = OutputLock(str(tmp_path), {}, "late")
+    seen = late.holder()
+    assert is_stale(seen, 300)
+    first = OutputLock(str(tmp_path), {}, "first")
+    first.acquire()
+    late.take_over(seen)
+    assert json.loads((tmp_path / LOCK_NAME).read_text())["run_id"] == "first"
+    with pytest.raises(OutputBusy, match="in use by run first"):
+        late.acquire()
+    first.release()
