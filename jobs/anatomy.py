@@ -116,7 +116,7 @@ def embedded_rows(ctx: RunContext) -> DataFrame:
             .select("path", "sop_instance_uid", "series_instance_uid", "site", "embedding")
             .join(headers.select("path", "modality", "header_region", "claims_expected"), "path", "left")
             .join(explained_looks(store, instances), "path", "left"))
-    return (rows.withColumn("pixel_defect", F.coalesce("explained", F.lit(False))).drop("explained")
+    return (rows.withColumn("looks_explained", F.coalesce("explained", F.lit(False))).drop("explained")
             .withColumn("claims_expected", F.coalesce("claims_expected", F.lit(False))))
 
 
@@ -156,7 +156,7 @@ def content_reference(ctx: RunContext, rows: DataFrame) -> dict:
     same sample): {vectors, groups (series), modality, region}."""
     size = ctx.settings.anatomy.content.reference_size
     strata = ["site", "modality", "header_region"]
-    candidates = rows.filter(F.col("claims_expected") & ~F.col("pixel_defect"))
+    candidates = rows.filter(F.col("claims_expected") & ~F.col("looks_explained"))
     count = max(1, candidates.select(*strata).distinct().count())
     chosen = (candidates.withColumn("_rank", F.row_number().over(
         Window.partitionBy(*strata).orderBy(F.xxhash64(F.lit(11), "path"), "path")))
@@ -181,7 +181,7 @@ def score(ctx: RunContext, rows: DataFrame, reference: dict | None, model, uri: 
     out_schema = StructType([f for f in ANATOMY.fields if f.name not in ("irrelevance_threshold",
                                                                           "fence_group", "findings",
                                                                           "run_id", "computed_at")]
-                            + [StructField("pixel_defect", BooleanType()),
+                            + [StructField("looks_explained", BooleanType()),
                                StructField("model_findings", ANATOMY["findings"].dataType)])
 
     def predict(batches):
@@ -221,7 +221,7 @@ def score(ctx: RunContext, rows: DataFrame, reference: dict | None, model, uri: 
                                    classes=classes) if claims and not defect else []
                     for p, c, h, claims, defect in zip(out["predicted_region"], out["confidence"],
                                                        out["header_region"], out["claims_expected"],
-                                                       out["pixel_defect"])]
+                                                       out["looks_explained"])]
             yield out[out_schema.fieldNames()]
 
     return rows.mapInPandas(predict, out_schema)
@@ -242,7 +242,7 @@ def with_findings(scored: DataFrame, settings, checked: bool) -> DataFrame:
         return (scored.withColumn("irrelevance_threshold", F.lit(None).cast("double"))
                 .withColumn("fence_group", F.lit(None).cast("string"))
                 .withColumn("findings", F.col("model_findings")))
-    judgeable = F.col("claims_expected") & ~F.col("pixel_defect")
+    judgeable = F.col("claims_expected") & ~F.col("looks_explained")
     judged = judgeable & F.col("irrelevance").isNotNull()
     table = with_fences(scored, judged, list(content.group_by), content.min_group_size, content.iqr_fence,
                         content.min_distance)

@@ -142,12 +142,12 @@ def all_evidence(ctx: RunContext, objects: DataFrame) -> DataFrame:
 def relevance_udf(expected_modalities: list[str], expected_regions: list[str]):
     @F.pandas_udf(FINDINGS)
     def findings(modality: pd.Series, body_part: pd.Series, study: pd.Series, series: pd.Series,
-                 protocol: pd.Series, pixel_defect: pd.Series, photometric: pd.Series, kvp: pd.Series,
+                 protocol: pd.Series, looks_explained: pd.Series, photometric: pd.Series, kvp: pd.Series,
                  rescale_type: pd.Series, field_strength: pd.Series, echo_time: pd.Series) -> pd.Series:
         from dicom_triage.udfs.relevance import header_findings
-        acquisitions = (None if defect else dict(photometric=p, kvp=k, rescale_type=r, field_strength=f,
+        acquisitions = (None if explained else dict(photometric=p, kvp=k, rescale_type=r, field_strength=f,
                                                  echo_time=e)
-                        for defect, p, k, r, f, e in zip(pixel_defect, photometric, kvp, rescale_type,
+                        for explained, p, k, r, f, e in zip(looks_explained, photometric, kvp, rescale_type,
                                                          field_strength, echo_time))
         return pd.Series([header_findings(*values, expected_modalities, expected_regions, acquisition)
                           for *values, acquisition in zip(modality, body_part, study, series, protocol,
@@ -167,12 +167,12 @@ def header_evidence(instances: DataFrame, settings, explained: DataFrame | None 
                               normalised_regions(settings.anatomy.expected_regions))
     images = instances.filter(F.coalesce("has_pixel_data", F.lit(True)))
     if explained is not None:   # jobs.anatomy.explained_looks
-        images = images.join(explained.withColumnRenamed("explained", "pixel_defect"), "path", "left")
+        images = images.join(explained.withColumnRenamed("explained", "looks_explained"), "path", "left")
     else:
-        images = images.withColumn("pixel_defect", F.lit(False))
+        images = images.withColumn("looks_explained", F.lit(False))
     parts = [_findings(images.select("path", relevance(
         "modality", "body_part_examined", "study_description", "series_description", "protocol_name",
-        F.coalesce("pixel_defect", F.lit(False)), *ACQUISITION_COLUMNS).alias("findings")), "instances")]
+        F.coalesce("looks_explained", F.lit(False)), *ACQUISITION_COLUMNS).alias("findings")), "instances")]
     modality = F.upper(F.trim(F.coalesce("modality", F.lit(""))))
     if settings.privacy.declared_deidentified:
         # real identifiers, not pseudonyms (udfs/phi.py); tables ingested before
