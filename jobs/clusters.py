@@ -12,6 +12,8 @@ from functools import reduce
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
+from dicom_triage.jobs.fences import with_robust_z
+
 ADDED_COLUMNS = ("cluster", "centroid_distance", "cluster_z", "cluster_outlier", "map_x", "map_y")
 
 
@@ -40,8 +42,8 @@ def cluster_embeddings(df: DataFrame, k: int | None = None, seed: int = 0, outli
       vectors, i.e. cosine), k defaulting to `default_k(row count)`, capped
       at the sample size;
     * `centroid_distance` double: cosine distance to its cluster's centre;
-    * `cluster_z` double: 0.6745·(d − median)/MAD of centroid_distance within
-      the cluster (approximate median/MAD by groupBy; 0 when MAD is 0);
+    * `cluster_z` double: the robust z of centroid_distance within the
+      cluster (jobs/fences.py, the rule for MAD 0 included);
     * `cluster_outlier` bool: cluster_z > `outlier_z` (3.5, Iglewicz-Hoaglin);
     * `map_x`, `map_y` double: the first two principal components.
 
@@ -91,15 +93,8 @@ def cluster_embeddings(df: DataFrame, k: int | None = None, seed: int = 0, outli
 
     assigned = df.select("id", "vector").mapInPandas(
         assign, "id long, cluster int, centroid_distance double, map_x double, map_y double")
-    scored = df.join(assigned, "id")
-    medians = scored.groupBy("cluster").agg(F.percentile_approx("centroid_distance", 0.5, 10000).alias("_median"))
-    scored = scored.join(F.broadcast(medians), "cluster")
-    mads = scored.groupBy("cluster").agg(
-        F.percentile_approx(F.abs(F.col("centroid_distance") - F.col("_median")), 0.5, 10000).alias("_mad"))
-    z = F.when(F.col("_mad") > 0, 0.6745 * (F.col("centroid_distance") - F.col("_median")) / F.col("_mad")) \
-        .when(F.col("centroid_distance").isNotNull(), F.lit(0.0))
-    result = (scored.join(F.broadcast(mads), "cluster")
-              .withColumn("cluster_z", z.cast("double"))
+    scored = with_robust_z(df.join(assigned, "id"), "centroid_distance", ["cluster"], name="cluster_z")
+    result = (scored
               .withColumn("cluster_outlier", F.col("cluster_z") > F.lit(float(outlier_z)))
               .select(*df.columns, *ADDED_COLUMNS)
               .persist(StorageLevel.MEMORY_AND_DISK))

@@ -17,6 +17,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
 from dicom_triage.jobs.arrow_schema import to_arrow_schema
+from dicom_triage.jobs.fences import with_robust_z
 from dicom_triage.jobs.runtime import RunContext
 from dicom_triage.schemas.pixels import PIXEL_MEASURES, PIXEL_STATS, SERIES
 from dicom_triage.udfs.geometry import GeometryRules, series_geometry
@@ -77,23 +78,6 @@ def finding(code: str, condition: Column, score: Column, threshold: float | Colu
     return F.when(condition, value)
 
 
-def robust_z(df: DataFrame, column: str, group_by: list[str], min_group: int) -> DataFrame:
-    """Add `<column>_z`: 0.6745 (x - median) / MAD within the group; null for
-    groups smaller than `min_group` or with MAD 0 (no spread to compare with)."""
-    keys = [F.coalesce(F.col(c).cast("string"), F.lit("")).alias(f"_g_{c}") for c in group_by]
-    keyed = df.select("*", *keys)
-    key_names = [f"_g_{c}" for c in group_by]
-    medians = keyed.groupBy(*key_names).agg(
-        F.percentile_approx(column, 0.5, 10000).alias("_median"), F.count(column).alias("_n"))
-    with_median = keyed.join(medians, key_names, "left")
-    mads = with_median.groupBy(*key_names).agg(
-        F.percentile_approx(F.abs(F.col(column) - F.col("_median")), 0.5, 10000).alias("_mad"))
-    out = with_median.join(mads, key_names, "left")
-    z = F.when((F.col("_n") >= min_group) & (F.col("_mad") > 0),
-               0.6745 * (F.col(column) - F.col("_median")) / F.col("_mad"))
-    return out.withColumn(f"{column}_z", z).drop("_median", "_n", "_mad", *key_names)
-
-
 def with_findings(measured: DataFrame, instances: DataFrame, settings) -> DataFrame:
     q, expect = settings.quality, settings.expect
     extra = instances.select("path", "pixel_spacing", "modified_at",
@@ -102,8 +86,8 @@ def with_findings(measured: DataFrame, instances: DataFrame, settings) -> DataFr
     df = df.withColumn("_rel_noise", F.when(F.col("dynamic_range") > 0,
                                             F.col("noise_sigma") / F.col("dynamic_range")))
     df = df.withColumn("_log_sharp", F.log10(F.greatest(F.col("laplacian_var"), F.lit(1e-12))))
-    df = robust_z(df, "_rel_noise", list(q.group_by), q.min_group_size)
-    df = robust_z(df, "_log_sharp", list(q.group_by), q.min_group_size)
+    df = with_robust_z(df, "_rel_noise", list(q.group_by), q.min_group_size)
+    df = with_robust_z(df, "_log_sharp", list(q.group_by), q.min_group_size)
 
     by_hash = Window.partitionBy("pixel_hash").orderBy(F.col("modified_at").asc_nulls_last(), "path")
     by_uid = Window.partitionBy("sop_instance_uid").orderBy(F.col("modified_at").asc_nulls_last(), "path")
@@ -114,7 +98,7 @@ def with_findings(measured: DataFrame, instances: DataFrame, settings) -> DataFr
 
     ok = F.col("pixel_error").isNull()
     not_constant = F.col("distinct_values") > q.constant_max_distinct
-    small_group = F.col("_rel_noise_z").isNull()
+    small_group = F.col("_rel_noise_z").isNull()  # too few peers: the absolute floor alone decides
     spacing_lo, spacing_hi = expect.pixel_spacing_mm
     size_lo, size_hi = expect.rows_columns
     rows = F.coalesce("rows", "_header_rows")
@@ -140,7 +124,7 @@ def with_findings(measured: DataFrame, instances: DataFrame, settings) -> DataFr
                 F.col("_rel_noise"), q.noisy_min_relative_noise,
                 f"noise sigma / p0.5-p99.5 range above floor and group robust z > {q.robust_z}"),
         finding("BLURRY", ok & not_constant & (F.col("laplacian_var") < q.blurry_max_laplacian_var)
-                & (F.col("_log_sharp_z").isNull() | (F.col("_log_sharp_z") < -q.robust_z)),
+                & (F.col("_log_sharp_z").isNull() | (F.col("_log_sharp_z") < -q.robust_z)),  # as NOISY
                 F.col("laplacian_var"), q.blurry_max_laplacian_var,
                 f"Laplacian variance below ceiling and group robust z < -{q.robust_z}"),
         finding("INTENSITY_OUT_OF_RANGE", ok & (F.col("units") == "HU") & (F.col("p0_5") < q.ct_min_hu),

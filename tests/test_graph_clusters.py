@@ -59,9 +59,26 @@ def test_robust_fence():
 def test_robust_z():
     # median 3, |x - 3| = 2,1,0,1,7 → MAD 1
     np.testing.assert_allclose(robust_z([1, 2, 3, 4, 10]), [-1.349, -0.6745, 0, 0.6745, 4.7215])
-    got = robust_z([2, 2, 2, 9, np.nan])  # MAD 0 → 0, NaN stays NaN
-    np.testing.assert_array_equal(got[:4], [0, 0, 0, 0])
-    assert np.isnan(got[4])
+    got = robust_z([2, 2, 2, 9, np.nan])  # MAD 0: the mean absolute deviation (1.75) stands in
+    np.testing.assert_allclose(got[:4], [0, 0, 0, 7 / (1.2533 * 1.75)])
+    assert np.isnan(got[4])  # NaN stays NaN
+    np.testing.assert_array_equal(robust_z([5, 5, 5]), [0, 0, 0])  # all equal: nothing stands out
+
+
+def test_one_fence_in_spark_and_numpy(spark):
+    """jobs/fences.py gives udfs/outliers.py's z in every case: spread, MAD 0, all
+    equal, a group too small (odd group sizes: the approximate median is exact)."""
+    from dicom_triage.jobs.fences import with_robust_z
+
+    groups = {"spread": [1.0, 2.0, 3.0, 4.0, 10.0], "mad0": [2.0, 2.0, 2.0, 9.0, 2.0],
+              "equal": [5.0] * 5, "small": [1.0, 8.0, 3.0]}
+    rows = [(g, i, v) for g, values in groups.items() for i, v in enumerate(values)]
+    df = spark.createDataFrame(rows, "g string, i int, x double")
+    got = {(r.g, r.i): r.x_z for r in with_robust_z(df, "x", ["g"], min_group=5).collect()}
+    for g, values in groups.items():
+        expected = robust_z(values) if len(values) >= 5 else [None] * len(values)
+        for i, want in enumerate(expected):
+            assert (got[(g, i)] is None) if want is None else got[(g, i)] == pytest.approx(want), (g, i)
 
 
 def test_uniqueness():

@@ -32,17 +32,21 @@ def robust_fence(values, k: float = 1.7) -> float:
 
 
 def robust_z(values) -> np.ndarray:
-    """Modified z-score (Iglewicz & Hoaglin): 0.6745·(x − median)/MAD.
-    NaN-safe (NaN in → NaN out, ignored for median/MAD); MAD 0 → 0 for every
-    finite value (no spread to compare with)."""
+    """Modified z-score (Iglewicz & Hoaglin), the rule of jobs/fences.py:
+    0.6745·(x − median)/MAD; with MAD 0, (x − median)/(1.2533·MeanAD); with
+    both 0 (all equal), 0. NaN-safe (NaN in → NaN out, ignored for the
+    statistics)."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0 or np.all(np.isnan(v)):
         return np.full(v.shape, np.nan)
     median = np.nanmedian(v)
-    mad = np.nanmedian(np.abs(v - median))
-    if not mad > 0:
-        return np.where(np.isnan(v), np.nan, 0.0)
-    return 0.6745 * (v - median) / mad
+    deviation = np.abs(v - median)
+    mad, mean_ad = np.nanmedian(deviation), np.nanmean(deviation)
+    if mad > 0:
+        return 0.6745 * (v - median) / mad
+    if mean_ad > 0:
+        return (v - median) / (1.2533 * mean_ad)
+    return np.where(np.isnan(v), np.nan, 0.0)
 
 
 def uniqueness(distances_top3) -> np.ndarray:
