@@ -48,20 +48,25 @@ def _element_problems(ds) -> list[str]:
         if tag.is_private or tag.element == 0:  # private and group-length elements: no dictionary entry
             continue
         try:
-            raw = ds.get_item(tag)
-            standard = dictionary_VR(tag)
-        except (KeyError, ValueError):
+            problems += _problems_of(tag, ds.get_item(tag))
+        except Exception:  # an element too broken to check: the header parse reports it
             continue
-        name = keyword_for_tag(tag) or str(tag)
-        allowed = standard.split(" or ")
-        vr = raw.VR
-        if vr and vr != "UN" and vr not in allowed:
-            problems.append(f"{name} written as {vr}; the standard says {standard}")
-            continue
-        vr = vr if vr in MAX_LENGTH else (standard if standard in MAX_LENGTH else None)
-        if vr:
-            problems += [problem for value in _values(raw) if (problem := _value_problem(name, vr, value))]
     return problems
+
+
+def _problems_of(tag, raw) -> list[str]:
+    try:
+        standard = dictionary_VR(tag)
+    except KeyError:  # not in the dictionary: nothing to compare with
+        return []
+    name = keyword_for_tag(tag) or str(tag)
+    vr = raw.VR
+    if vr and vr != "UN" and vr not in standard.split(" or "):
+        return [f"{name} written as {vr}; the standard says {standard}"]
+    vr = vr if vr in MAX_LENGTH else (standard if standard in MAX_LENGTH else None)
+    if not vr:
+        return []
+    return [problem for value in _values(raw) if (problem := _value_problem(name, vr, value))]
 
 
 def _values(raw) -> list[str]:
