@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import time
@@ -315,6 +316,8 @@ def _sql(settings, query: str, limit: int) -> int:
     if not names:
         raise ConfigError(f"setting 'output': no tables found under {settings.output}")
     check(ctx.spark, query, names)
+    # PySpark logs a failed query's error as JSON before raising it; the one line below says it
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     try:
         result = ctx.spark.sql(query)
     except AnalysisException as exc:  # an unknown table or column: one line, and what there is
