@@ -201,6 +201,7 @@ def _run_stages(settings, names: list[str], command: str) -> int:
 
     if "ingest" in names:
         require(settings, "input", "the delivery to read, e.g. --input s3://bucket/delivery")
+        preflight.check_apart(settings.input, settings.output)
     ctx = RunContext.create(settings)
     if "ingest" in names:
         preflight.check_input(settings.input, settings.storage.options)

@@ -6,6 +6,7 @@ the job at start with one line that names the setting.
 """
 from __future__ import annotations
 
+import os
 import uuid
 
 from dicom_triage.jobs.config import ConfigError
@@ -32,6 +33,36 @@ def check_input(uri: str, storage_options: dict) -> None:
         raise ConfigError(f"setting 'input': {uri} does not exist") from None
     except Exception as exc:  # every backend raises its own kinds: credentials, network, permissions
         raise ConfigError(f"setting 'input': cannot list {uri}: {describe(exc)}") from None
+
+
+def check_apart(input_uri: str, output_uri: str) -> None:
+    """Neither folder holds the other: an output inside the delivery would be
+    read back by the next run's listing as objects of the delivery (a run's own
+    tables ingested as NOT_DICOM), and a delivery inside the output could be
+    overwritten by a table."""
+    if CATALOG_OUTPUT.match(output_uri):
+        return
+    delivery, output = _location(input_uri), _location(output_uri)
+    if _within(output, delivery):
+        raise ConfigError(f"setting 'output': {output_uri} lies inside the delivery {input_uri}; "
+                          "choose an output outside it")
+    if _within(delivery, output):
+        raise ConfigError(f"setting 'input': {input_uri} lies inside the output {output_uri}; "
+                          "choose an output outside the delivery")
+
+
+def _location(uri: str) -> str:
+    """A comparable form: scheme://bucket/key for object stores (s3a/s3n are s3),
+    the real absolute path (symbolic links followed) for local folders."""
+    if "://" in uri and not uri.startswith("file://"):
+        scheme, rest = uri.split("://", 1)
+        scheme = "s3" if scheme in ("s3a", "s3n") else scheme
+        return f"{scheme}://{rest.rstrip('/')}"
+    return os.path.realpath(uri.removeprefix("file://"))
+
+
+def _within(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
 def check_output(uri: str, storage_options: dict) -> None:
