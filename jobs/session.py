@@ -8,6 +8,7 @@ or they will not find the project's packages.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -17,6 +18,10 @@ from dicom_triage.jobs.config import ConfigError, Settings
 
 class EnvironmentProblem(RuntimeError):
     """The machine lacks something the job needs (e.g. Java)."""
+
+
+# The master URLs spark-submit accepts (anything else exits the gateway with a Java trace).
+MASTER_URL = re.compile(r"^(local(\[\s*(\*|\d+)\s*(,\s*\d+\s*)?\])?|local-cluster\[[\d,\s]+\]|spark://\S+|yarn|k8s://\S+)$")
 
 
 def check_java() -> None:
@@ -66,6 +71,9 @@ def get_spark(settings: Settings):
     problem = unsupported()
     if problem:
         raise EnvironmentProblem(problem)
+    if settings.spark.master and not MASTER_URL.match(settings.spark.master):
+        raise ConfigError(f"setting 'spark.master': {settings.spark.master!r} is not a Spark master URL "
+                          "(local[*], local[N], spark://host:port, yarn, k8s://https://host:port)")
     active = SparkSession.getActiveSession()
     if active is not None:  # Databricks notebooks/jobs, tests, a second stage in one process
         return active
@@ -87,10 +95,27 @@ def get_spark(settings: Settings):
         builder = builder.config(key, str(value))
     if master and master.startswith("local"):
         builder = builder.config("spark.ui.enabled", conf.get("spark.ui.enabled", "false"))
-    spark = builder.getOrCreate()
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # a master Spark cannot parse or reach, a setting it rejects
+        if not (settings.spark.master or conf):
+            raise
+        setting = "spark.master" if settings.spark.master else "spark.conf"
+        raise ConfigError(f"setting '{setting}': Spark did not start: {java_message(exc)}") from None
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     _ship_wheels(spark.sparkContext)
     return spark
+
+
+def java_message(exc: BaseException) -> str:
+    """The cause's own words from a Py4J error ("...SparkException: Could not
+    parse Master URL: 'x'"), without the Java class names and stack."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        match = re.match(r"^:?\s*(?:[\w$]+\.)+\w*(?:Exception|Error): (.+)$", line)
+        if match:
+            return match.group(1)[:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _ship_wheels(sc) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from dicom_triage.jobs.cli import main as triage
 from dicom_triage.jobs.config import ConfigError
-from dicom_triage.jobs.preflight import check_input, check_output
+from dicom_triage.jobs.preflight import check_apart, check_input, check_output
 from tests.conftest import MOTO_SERVER
 
 FAST_S3 = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
@@ -87,3 +87,51 @@ def test_missing_java_is_one_clear_line(tmp_path):
     assert result.returncode == 3
     assert result.stderr.strip().startswith("triage: Java is not installed")
     assert "Traceback" not in result.stderr
+
+
+def test_an_output_inside_the_delivery_is_refused(tmp_path, monkeypatch):
+    """Otherwise each re-run ingests its own Parquet files as NOT_DICOM objects."""
+    (tmp_path / "delivery").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "delivery")
+    refused = [(tmp_path / "delivery", tmp_path / "delivery" / "out"),
+               (tmp_path / "delivery", tmp_path / "link" / "out"),  # the same folder by another name
+               (tmp_path / "delivery", tmp_path / "delivery"),
+               ("s3a://bucket/delivery/", "s3://bucket/delivery/triage")]
+    for delivery, output in refused:
+        with pytest.raises(ConfigError, match="setting 'output': .* lies inside the delivery"):
+            check_apart(str(delivery), str(output))
+    with pytest.raises(ConfigError, match="setting 'input': .* lies inside the output"):
+        check_apart(str(tmp_path / "out" / "delivery"), str(tmp_path / "out"))
+    for delivery, output in [(tmp_path / "delivery", tmp_path / "delivery-out"), ("s3://b/d", "s3://b/d2"),
+                             ("s3://b/d", "main.triage")]:
+        check_apart(str(delivery), str(output))
+
+
+def test_an_output_inside_the_delivery_stops_the_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRIAGE_HMAC_SECRET", "preflight-test-secret-0123456789")
+    (tmp_path / "delivery").mkdir()
+    assert triage(["ingest", "--input", str(tmp_path / "delivery"), "--output", str(tmp_path / "delivery" / "out"),
+                   "--set", "mlflow.enabled=false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("triage: configuration error: setting 'output': ")
+    assert not (tmp_path / "delivery" / "out").exists()
+
+
+def test_a_master_spark_cannot_use_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TRIAGE_HMAC_SECRET", "preflight-test-secret-0123456789")
+    (tmp_path / "delivery").mkdir()
+    assert triage(["ingest", "--input", str(tmp_path / "delivery"), "--output", str(tmp_path / "out"),
+                   "--set", "spark.master=bogus://x", "--set", "mlflow.enabled=false"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["triage: configuration error: setting 'spark.master': 'bogus://x' is not a Spark master URL "
+                   "(local[*], local[N], spark://host:port, yarn, k8s://https://host:port)"]
+
+
+def test_a_failed_spark_start_is_told_in_its_own_words():
+    from dicom_triage.jobs.session import java_message
+    py4j = ("An error occurred while calling None.org.apache.spark.api.java.JavaSparkContext.\n"
+            ": org.apache.spark.SparkException: Could not parse Master URL: 'spark:/x'\n"
+            "\tat org.apache.spark.SparkContext$.createTaskScheduler(SparkContext.scala:3217)\n")
+    assert java_message(Exception(py4j)) == "Could not parse Master URL: 'spark:/x'"
+    assert java_message(RuntimeError("[JAVA_GATEWAY_EXITED] Java gateway process exited")) == \
+        "[JAVA_GATEWAY_EXITED] Java gateway process exited"
