@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from dicom_triage.jobs.cli import main as triage
@@ -49,8 +50,13 @@ def test_model_is_registered_with_metrics(pipeline):
     assert "anatomy.recall.head" in run.data.metrics
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "anatomy")]
     assert "anatomy/confusion_matrix.json" in artifacts
+    # loadable by any MLflow client, and it predicts: one probability per region for each embedding
     model = mlflow.pyfunc.load_model(f"models:/dicom-triage-anatomy/{versions[0].version}")
-    assert model is not None
+    store = pipeline[2]
+    vectors = [row.embedding for row in store.read("embeddings").where("embedding IS NOT NULL").limit(5).collect()]
+    probabilities = model.predict(pd.DataFrame({"embedding": vectors}))
+    assert len(probabilities) == 5 and "head" in probabilities.columns
+    assert np.allclose(probabilities.sum(axis=1), 1.0) and ((probabilities >= 0) & (probabilities <= 1)).all().all()
 
 
 def test_anatomy_findings_against_ground_truth(pipeline):
