@@ -105,6 +105,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "pixels.files_per_partition": _positive,
     "pixels.max_frame_bytes": _positive,
     "pixels.max_decoded_bytes": _positive,
+    "pixels.max_object_bytes": _positive,
     "embed.device": _one_of("auto", "cpu", "cuda"),
     "embed.frame": _one_of("middle", "first"),
     "embed.batch_size": _positive,

@@ -62,7 +62,7 @@ def measure(ctx: RunContext, instances: DataFrame, count: int) -> DataFrame:
     partitions = max(1, math.ceil(count / settings.files_per_partition))
     measurer = make_pixel_measurer(ctx.storage_options, to_arrow_schema(PIXEL_MEASURES),
                                    settings.timeout_seconds, settings.thumbnail_px, settings.histogram_bins,
-                                   settings.max_frame_bytes, settings.max_decoded_bytes)
+                                   settings.max_frame_bytes, settings.max_decoded_bytes, settings.max_object_bytes)
     return (instances.select(*INPUT_COLUMNS).repartition(partitions, "path")
             .mapInArrow(measurer, PIXEL_MEASURES))
 

@@ -451,3 +451,34 @@ def test_every_test_file_gives_a_result_without_raising(capsys):
         print(f"\n{len(decoded)} decoded, {len(unreadable)} UNREADABLE_PIXELS {sorted(unreadable)}, "
               f"{len(no_pixels)} NO_PIXEL_DATA, {len(not_dicom)} not DICOM (dcmread force=False)")
     assert len(decoded) >= 150 and len(unreadable) <= 8
+
+
+def test_an_object_over_the_byte_bound_is_never_read():
+    """pixels.max_object_bytes is checked against the listed size before any read."""
+    from dicom_triage.udfs.pixel_batch import measure_rows
+
+    reads = []
+    row = {"path": "s3://b/huge.dcm", "size_bytes": 2**31, "has_preamble": True}
+    out = next(measure_rows([row], lambda path: reads.append(path) or b"", 5, max_object_bytes=2**30))
+    assert reads == [] and out["pixel_error"] == UNREADABLE_PIXELS
+    assert "pixels.max_object_bytes" in out["pixel_error_message"] and str(2**31) in out["pixel_error_message"]
+    data = to_bytes(make_ds(np.arange(64, dtype=np.uint16).reshape(8, 8)))
+    under = next(measure_rows([{**row, "size_bytes": len(data)}], lambda path: data, 5, max_object_bytes=2**30))
+    assert under["pixel_error"] is None and under["bytes_read"] == len(data)
+
+
+def test_a_slow_read_counts_against_the_pixel_time_bound():
+    """The read is inside pixels.timeout_seconds, and the message names that setting."""
+    import time
+
+    from dicom_triage.udfs.pixel_batch import measure_rows
+
+    def stalled_read(path):
+        time.sleep(5)
+        return b""
+
+    started = time.monotonic()
+    out = next(measure_rows([{"path": "s3://b/slow.dcm", "size_bytes": 10}], stalled_read, 0.5))
+    assert time.monotonic() - started < 3
+    assert out["pixel_error"] == UNREADABLE_PIXELS
+    assert "pixels.timeout_seconds" in out["pixel_error_message"] and "ingest" not in out["pixel_error_message"]

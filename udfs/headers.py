@@ -64,14 +64,15 @@ class ParseTimeout(Exception):
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float):
-    """Raise ParseTimeout after `seconds` of wall time (main thread only: SIGALRM)."""
+def time_limit(seconds: float, work: str = "header parse", setting: str = "ingest.parse_timeout_seconds"):
+    """Raise ParseTimeout after `seconds` of wall time (main thread only: SIGALRM);
+    the message names the work and the setting that bounds it."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_alarm(signum, frame):
-        raise ParseTimeout(f"header parse exceeded {seconds:g} s (ingest.parse_timeout_seconds)")
+        raise ParseTimeout(f"{work} exceeded {seconds:g} s ({setting})")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
