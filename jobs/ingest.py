@@ -6,6 +6,9 @@ either table with the same identity are skipped, so a re-run adds nothing and
 a run after new files arrive parses only those. A changed object (same path,
 new size or time) has its old row deleted first, then is parsed again: if the
 job dies in between, the next run sees the object as new and heals itself.
+An object gone from the delivery leaves both tables and is recorded in
+`removed_objects` with the run that noticed it; every later stage rebuilds
+from `instances`, so it leaves the inclusion table too.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from dicom_triage.udfs.ingest_batch import make_batch_parser
 
 INSTANCES_TABLE = "instances"
 ERRORS_TABLE = "ingest_errors"
+REMOVED_TABLE = "removed_objects"
 
 LISTING = StructType(OBJECT_FIELDS)  # what the driver's listing knows of each object
 IDENTITY = ["path", "size_bytes", "modified_at"]
@@ -106,15 +110,40 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         for name in (INSTANCES_TABLE, ERRORS_TABLE):
             ctx.store.delete_where_in(name, "path", changed_paths)
 
+    removed = 0 if seen is None else mark_removed(ctx, listing, seen)
+    if removed:
+        say(f"ingest: {removed} objects of earlier runs are gone from the delivery; their rows are "
+            f"removed (listed in `{REMOVED_TABLE}`)")
     todo_count = todo.count()
     counts = {"listed": listed_count, "skipped_already_ingested": listed_count - todo_count,
-              "changed": len(changed_paths), "parsed": todo_count, "instances": 0, "errors": 0}
+              "changed": len(changed_paths), "removed": removed, "parsed": todo_count,
+              "instances": 0, "errors": 0}
     if todo_count or full_refresh:
         counts.update(_parse_and_write(ctx, todo, todo_count, say, "overwrite" if full_refresh else "append"))
     listing.unpersist()
     counts["seconds"] = round(time.monotonic() - started, 2)
     tracker.metrics({f"ingest.{k}": v for k, v in counts.items() if isinstance(v, (int, float))})
     return counts
+
+
+def mark_removed(ctx: RunContext, listing: DataFrame, seen: DataFrame) -> int:
+    """Objects in the tables but no longer listed: recorded in `removed_objects`
+    (with this run's id and time), then their rows leave `instances` and
+    `ingest_errors` (each table rewritten once, in Spark: nothing collected)."""
+    gone = (seen.join(listing.select("path"), "path", "left_anti").dropDuplicates(["path"])
+            .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        count = gone.count()
+        if count:
+            ctx.store.write(gone.withColumn("run_id", F.lit(ctx.run_id))
+                            .withColumn("noticed_at", F.lit(ctx.started_at).cast("timestamp")), REMOVED_TABLE)
+            for name in (INSTANCES_TABLE, ERRORS_TABLE):
+                if ctx.store.exists(name):
+                    kept = ctx.store.read(name).join(gone.select("path"), "path", "left_anti")
+                    ctx.store.write(kept, name, mode="overwrite")
+        return count
+    finally:
+        gone.unpersist()
 
 
 def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say, mode: str) -> dict:

@@ -91,7 +91,10 @@ def list_objects(root: str, storage_options: dict | None = None, ignore_names=()
     out = []
     for path, info in sorted(found.items()):
         if info.get("type", "file") != "file":
-            continue
+            if not _link_to_file(fs, info):
+                continue
+            target = os.stat(info["name"])  # the file's own size and time, not the link's
+            info = {**info, "size": target.st_size, "mtime": target.st_mtime}
         relative = posixpath.relpath(path, base_dir) if base_dir else path
         parts = relative.split("/")
         if parts[-1] in ignore_names or any(p.startswith(tuple(ignore_prefixes)) for p in parts if ignore_prefixes):
@@ -99,6 +102,12 @@ def list_objects(root: str, storage_options: dict | None = None, ignore_names=()
         out.append(Listed(full_uri(fs, path), relative, int(info.get("size") or 0),
                           _modified(info), _etag(info)))
     return out
+
+
+def _link_to_file(fs, info: dict) -> bool:
+    """A local symbolic link whose target is a regular file (read as that file,
+    with its size and time). Links to folders, FIFOs and devices stay unlisted."""
+    return bool(info.get("islink")) and "file" in fs.protocol and os.path.isfile(info["name"])
 
 
 def _modified(info: dict) -> dt.datetime | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, functions as F
 
 # The output contract's table names (README "Tables"), in pipeline order.
-TABLES = ["instances", "ingest_errors", "pixel_stats", "series", "embeddings", "anatomy",
+TABLES = ["instances", "ingest_errors", "removed_objects", "pixel_stats", "series", "embeddings", "anatomy",
           "neighbors", "duplicates", "clusters", "cluster_makeup", "inclusion", "review_queue", "run_notes",
           "evaluation", "evaluation_decisions", "evaluation_cases",
           # written by `triage annotate ...`

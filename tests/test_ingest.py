@@ -131,6 +131,29 @@ def test_rerun_adds_nothing_and_new_files_are_processed_alone(spark, delivery, t
     assert instances.filter(f"relative_path = '{good}'").count() == 0
     assert errors.filter(f"relative_path = '{good}' AND error_code = 'TRUNCATED'").count() == 1
     assert instances.count() + errors.count() == before[0] + before[1] + 3
+    assert not store.exists("removed_objects")
+
+    # Objects leave the delivery (a good one and an error row's); a link to a file outside
+    # it arrives (read as that file), and a link to a folder (not followed: no loops).
+    (work / "site_new" / "late" / "a.dcm").unlink()
+    (work / "site_new" / "late" / "empty.dcm").unlink()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(delivery / good, outside / "linked.dcm")
+    (new_dir / "link.dcm").symlink_to(outside / "linked.dcm")
+    (new_dir / "loop").symlink_to(work)
+    ingest(str(work), output, "run_id=noticed-it")
+    assert "2 objects of earlier runs are gone" in capsys.readouterr().out
+    instances, errors, _ = tables(spark, output)
+    assert instances.filter("relative_path LIKE 'site_new/late/a.dcm'").count() == 0
+    assert errors.filter("relative_path = 'site_new/late/empty.dcm'").count() == 0
+    linked = instances.filter("relative_path = 'site_new/late/link.dcm'").collect()
+    assert len(linked) == 1 and linked[0].size_bytes == (outside / "linked.dcm").stat().st_size
+    assert instances.filter("relative_path LIKE 'site_new/late/loop/%'").count() == 0
+    assert instances.count() + errors.count() == before[0] + before[1] + 3 - 2 + 1
+    removed = store.read("removed_objects").collect()
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in removed) == ["a.dcm", "empty.dcm"]
+    assert {r.run_id for r in removed} == {"noticed-it"}
 
 
 def test_full_refresh_overwrites_and_readers_see_only_new_rows(spark, delivery, tmp_path):
