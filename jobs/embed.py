@@ -61,10 +61,11 @@ def embeddable(ctx: RunContext) -> DataFrame:
 
 
 def embed(ctx: RunContext, targets: DataFrame, count: int) -> DataFrame:
+    from dicom_triage.jobs.storage import whole_object_reader
     from dicom_triage.udfs.embedding import make_embedder
 
     settings = ctx.settings.embed
-    embedder = make_embedder(ctx.storage_options, settings.encoder, settings.device,
+    embedder = make_embedder(whole_object_reader(ctx.storage_options), settings.encoder, settings.device,
                              settings.cpu_threads or None, settings.batch_size, settings.prefetch,
                              settings.frame)
     partitions = max(1, math.ceil(count / settings.files_per_partition))

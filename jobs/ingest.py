@@ -23,7 +23,7 @@ from pyspark.sql.types import StructType
 from dicom_triage.jobs.arrow_schema import to_arrow_schema
 from dicom_triage.jobs.config import require
 from dicom_triage.jobs.runtime import RunContext, header_policy
-from dicom_triage.jobs.storage import Listed, list_objects
+from dicom_triage.jobs.storage import Listed, list_objects, range_reader
 from dicom_triage.schemas.ingest import INGEST_ERRORS, INSTANCES, OBJECT_FIELDS, PARSED
 from dicom_triage.udfs.ingest_batch import make_batch_parser
 
@@ -150,7 +150,7 @@ def _parse_and_write(ctx: RunContext, todo: DataFrame, todo_count: int, say, mod
     settings = ctx.settings
     partitions = max(1, math.ceil(todo_count / settings.ingest.files_per_partition))
     arrow_schema = to_arrow_schema(PARSED)
-    parser = make_batch_parser(header_policy(settings, ctx.secret), ctx.storage_options, ctx.run_id,
+    parser = make_batch_parser(header_policy(settings, ctx.secret), range_reader(ctx.storage_options), ctx.run_id,
                                ctx.started_at, arrow_schema)
     say(f"ingest: parsing {todo_count} headers in {partitions} tasks")
     parsed = (todo.repartition(partitions, "path")

@@ -21,6 +21,7 @@ from dicom_triage.jobs.fences import with_robust_z
 from dicom_triage.jobs.runtime import RunContext
 from dicom_triage.schemas.pixels import PIXEL_MEASURES, PIXEL_STATS, SERIES
 from dicom_triage.udfs.geometry import GeometryRules, series_geometry
+from dicom_triage.jobs.storage import whole_object_reader
 from dicom_triage.udfs.pixel_batch import make_pixel_measurer
 from dicom_triage.udfs.projections import series_projections
 
@@ -60,7 +61,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
 def measure(ctx: RunContext, instances: DataFrame, count: int) -> DataFrame:
     settings = ctx.settings.pixels
     partitions = max(1, math.ceil(count / settings.files_per_partition))
-    measurer = make_pixel_measurer(ctx.storage_options, to_arrow_schema(PIXEL_MEASURES),
+    measurer = make_pixel_measurer(whole_object_reader(ctx.storage_options), to_arrow_schema(PIXEL_MEASURES),
                                    settings.timeout_seconds, settings.thumbnail_px, settings.histogram_bins,
                                    settings.max_frame_bytes, settings.max_decoded_bytes, settings.max_object_bytes)
     return (instances.select(*INPUT_COLUMNS).repartition(partitions, "path")

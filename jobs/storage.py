@@ -8,9 +8,11 @@ which make a file's identity for incremental runs.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import posixpath
 from dataclasses import dataclass
+from typing import Callable
 
 from fsspec.core import url_to_fs
 
@@ -131,6 +133,22 @@ def _modified(info: dict) -> dt.datetime | None:
 def _etag(info: dict) -> str | None:
     value = info.get("ETag") or info.get("etag") or info.get("md5Hash")
     return str(value).strip('"') if value else None
+
+
+def read_bytes(path: str, storage_options: dict | None = None) -> bytes:
+    """The whole object."""
+    fs, stripped = filesystem(path, storage_options)
+    return fs.cat_file(stripped)
+
+
+def whole_object_reader(storage_options: dict) -> Callable[[str], bytes]:
+    """path -> the object's bytes; picklable, for the executors' batch functions."""
+    return functools.partial(read_bytes, storage_options=storage_options)
+
+
+def range_reader(storage_options: dict) -> Callable[[str], Callable[[int, int], bytes]]:
+    """path -> fetch(start, end); picklable, for the executors' batch functions."""
+    return functools.partial(fetcher, storage_options=storage_options)
 
 
 def fetcher(path: str, storage_options: dict | None = None):

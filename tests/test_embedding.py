@@ -16,6 +16,7 @@ import pydicom
 import pytest
 import torch
 
+from dicom_triage.jobs.storage import whole_object_reader
 from dicom_triage.udfs import encoders
 from dicom_triage.udfs.embedding import (OUTPUT_COLUMNS, decode_stored_frame, embed_rows, make_embedder,
                             preprocess, read_dataset)
@@ -363,7 +364,7 @@ def test_make_embedder_for_map_in_pandas(tmp_path, encoder):
     rows = _rows(tmp_path)[:5]
     frames = [pd.DataFrame(rows[:3]), pd.DataFrame(columns=["path", "sop_instance_uid", "has_preamble"]),
               pd.DataFrame(rows[3:])]
-    embedder = make_embedder({}, "mobilenetv2-imagenet", "cpu", None, batch_size=2, prefetch=True,
+    embedder = make_embedder(whole_object_reader({}), "mobilenetv2-imagenet", "cpu", None, batch_size=2, prefetch=True,
                              frame="middle")
     before = encoders.LOAD_COUNT
     out = list(embedder(iter(frames)))

@@ -88,6 +88,14 @@ def relevance_failures(scores: dict, recall_floor: float = RECALL_FLOOR,
     return failures
 
 
+def assert_every_non_conformant_object_found(scores: dict) -> None:
+    """The strict-reader check (udfs/conformance.py) on objects it was not written
+    against: each delivery plants its own kinds of breakage."""
+    recall, precision, planted, flagged = scores["NON_CONFORMANT"]
+    print(f"NON_CONFORMANT recall {recall} precision {precision} ({flagged} flagged of {planted} planted)")
+    assert planted >= 3 and recall == 1.0 and precision == 1.0
+
+
 def test_one_region_delivery_completes_and_relevance_holds(brain):
     notes = {r.topic: r.message for r in brain.store.read("run_notes").filter("stage = 'anatomy'").collect()}
     assert "no region model" in notes["region_model"]           # one region: nothing to tell apart
@@ -97,6 +105,7 @@ def test_one_region_delivery_completes_and_relevance_holds(brain):
     scores = brain.evaluate()
     assert all(code in scores for code in RELEVANCE), sorted(scores)
     assert not relevance_failures(scores)
+    assert_every_non_conformant_object_found(scores)
 
 
 def test_one_region_delivery_with_a_reference_model(brain, demo_pipeline):
@@ -123,7 +132,9 @@ def test_two_region_delivery_trains_a_model_and_relevance_holds(two_regions):
     # only its study description names the chest, and scouts are not judged by
     # content) and IRRELEVANT_CONTENT 4 of 5 flagged (a slice with an aneurysm
     # clip whose INTENSITY_OUT_OF_RANGE the pixels stage does not raise).
-    assert not relevance_failures(two_regions.evaluate(), recall_floor=0.9, precision_floor=0.8)
+    scores = two_regions.evaluate()
+    assert not relevance_failures(scores, recall_floor=0.9, precision_floor=0.8)
+    assert_every_non_conformant_object_found(scores)
 
 
 def test_a_second_run_reuses_the_registered_model(two_regions, capsys):

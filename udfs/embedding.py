@@ -278,18 +278,13 @@ def embed_rows(rows: Iterable[dict], read_object: Callable[[str], bytes], encode
 
 
 # ---------------------------------------------------------------- Spark
-def make_embedder(storage_options: dict, encoder_spec: str, device: str, threads: int | None,
+def make_embedder(read_object: Callable[[str], bytes], encoder_spec: str, device: str, threads: int | None,
                   batch_size: int, prefetch: bool, frame: str):
     """A function for ``mapInPandas``: pandas DataFrames (path, sop_instance_uid,
     has_preamble) in, DataFrames with OUTPUT_COLUMNS out, one output frame per
     input frame with the same rows in the same order. The encoder is loaded on
     the worker, once per Python process (udfs.encoders.get_encoder); batches
     and prefetching run across the incoming Arrow batches."""
-
-    def read_object(path: str) -> bytes:
-        from dicom_triage.jobs.storage import filesystem
-        fs, stripped = filesystem(path, storage_options)
-        return fs.cat_file(stripped)
 
     def embed_frames(frames: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd

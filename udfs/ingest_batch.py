@@ -34,13 +34,10 @@ def parse_rows(rows: Iterable[dict], policy: HeaderPolicy,
         yield {**listed, **parsed, "run_id": run_id, "ingested_at": ingested_at}
 
 
-def make_batch_parser(policy: HeaderPolicy, storage_options: dict, run_id: str,
+def make_batch_parser(policy: HeaderPolicy, open_fetch: Callable[[str], Callable[[int, int], bytes]], run_id: str,
                       ingested_at: dt.datetime, arrow_schema: pa.Schema):
-    """A `mapInArrow` function: RecordBatches of listings → RecordBatches of PARSED rows."""
-
-    def open_fetch(path: str):
-        from dicom_triage.jobs.storage import fetcher
-        return fetcher(path, storage_options)
+    """A `mapInArrow` function: RecordBatches of listings → RecordBatches of PARSED rows.
+    `open_fetch(path)` gives the object's fetch(start, end) (jobs/storage.py range_reader)."""
 
     def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

@@ -58,15 +58,11 @@ class ObjectTooLarge(Exception):
     pass
 
 
-def make_pixel_measurer(storage_options: dict, arrow_schema: pa.Schema, timeout_seconds: float,
+def make_pixel_measurer(read_object: Callable[[str], bytes], arrow_schema: pa.Schema, timeout_seconds: float,
                         thumbnail_px: int, hist_bins: int, max_frame_bytes: int = MAX_FRAME_BYTES,
                         max_decoded_bytes: int = MAX_DECODED_BYTES, max_object_bytes: int = MAX_OBJECT_BYTES):
-    """A `mapInArrow` function over instance rows."""
-
-    def read_object(path: str) -> bytes:
-        from dicom_triage.jobs.storage import filesystem
-        fs, stripped = filesystem(path, storage_options)
-        return fs.cat_file(stripped)
+    """A `mapInArrow` function over instance rows; `read_object(path)` gives the
+    whole object (jobs/storage.py whole_object_reader)."""
 
     def measure_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:

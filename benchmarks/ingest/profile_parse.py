@@ -43,7 +43,7 @@ import pydicom  # noqa: E402
 from delivery import generate  # noqa: E402
 from dicom_triage.jobs.config import load_settings  # noqa: E402
 from dicom_triage.jobs.runtime import header_policy  # noqa: E402
-from dicom_triage.jobs.storage import fetcher, full_uri, filesystem  # noqa: E402
+from dicom_triage.jobs.storage import fetcher, full_uri, filesystem, range_reader  # noqa: E402
 from dicom_triage.udfs import headers as H  # noqa: E402
 from dicom_triage.udfs.identifiers import keyed_hash  # noqa: E402
 from dicom_triage.udfs.ingest_batch import make_batch_parser  # noqa: E402
@@ -154,7 +154,7 @@ def main() -> None:
          "etag": None} for p in paths])
     from pyspark.sql.pandas.types import to_arrow_schema
     from dicom_triage.schemas.ingest import PARSED
-    batch_fn = make_batch_parser(policy, {}, "bench", __import__("datetime").datetime.now(), to_arrow_schema(PARSED))
+    batch_fn = make_batch_parser(policy, range_reader({}), "bench", __import__("datetime").datetime.now(), to_arrow_schema(PARSED))
     per["make_batch_parser batch (a incl. Arrow rows)"] = best_of(args.repeat, lambda: list(batch_fn([listing])))
     per["whole file: read + dcmread(BytesIO) + to_json (b)"] = best_of(
         args.repeat, lambda: [whole_file(p) for p in paths])

@@ -269,7 +269,7 @@ class Bench:
         """This project's parse, as jobs.ingest._parse_and_write builds it. Returns
         (DataFrame, seconds spent listing on the driver)."""
         from dicom_triage.jobs.ingest import listing_frame
-        from dicom_triage.jobs.storage import filesystem, list_objects
+        from dicom_triage.jobs.storage import filesystem, list_objects, range_reader
         from dicom_triage.udfs.ingest_batch import make_batch_parser
         list_options = storage_options if list_options is None else list_options
         if "://" in root and not root.startswith("file://"):
@@ -280,7 +280,7 @@ class Bench:
         listing_seconds = time.perf_counter() - started
         todo = listing_frame(self.spark, listed)
         partitions = max(1, math.ceil(len(listed) / self.settings.ingest.files_per_partition))
-        parser = make_batch_parser(self.policy, storage_options, RUN_ID, INGESTED_AT, self.arrow_schema)
+        parser = make_batch_parser(self.policy, range_reader(storage_options), RUN_ID, INGESTED_AT, self.arrow_schema)
         return todo.repartition(partitions, "path").mapInArrow(parser, self.PARSED), listing_seconds
 
     def time_ingest(self, root, storage_options):
@@ -290,7 +290,6 @@ class Bench:
         return time.perf_counter() - started, listing
 
     def stats_ingest(self, root, storage_options, list_options=None):
-        from pyspark.sql import functions as F
         frame, _ = self.ingest_frame(root, storage_options, list_options)
         rows = frame.select("sop_instance_uid", "error_code", "error_message", "header_bytes_read",
                             "pixel_data_offset", "size_bytes").collect()
