@@ -202,11 +202,19 @@ def _nest(dotted: str, value: Any) -> dict:
     return out
 
 
+def _did_you_mean(key: str, defaults: Any, prefix: str) -> str:
+    """'; did you mean 'neighbors.k'?' for the closest known setting at that level."""
+    import difflib
+    known = list(defaults) if isinstance(defaults, dict) else []
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
 def _merge(target: dict, update: dict, defaults: dict, source: str, prefix: str = "") -> None:
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if not isinstance(defaults, dict) or key not in defaults:
-            raise ConfigError(f"unknown setting '{dotted}' (from {source})")
+            raise ConfigError(f"unknown setting '{dotted}' (from {source}){_did_you_mean(key, defaults, prefix)}")
         if isinstance(defaults[key], dict) and not _is_free_mapping(dotted):
             if not isinstance(value, dict):
                 raise ConfigError(f"setting '{dotted}' must be a mapping (from {source})")

@@ -135,3 +135,13 @@ def test_a_failed_spark_start_is_told_in_its_own_words():
     assert java_message(Exception(py4j)) == "Could not parse Master URL: 'spark:/x'"
     assert java_message(RuntimeError("[JAVA_GATEWAY_EXITED] Java gateway process exited")) == \
         "[JAVA_GATEWAY_EXITED] Java gateway process exited"
+
+
+def test_a_mistyped_setting_names_the_one_meant():
+    from dicom_triage.jobs.config import load_settings
+    with pytest.raises(ConfigError, match=r"unknown setting 'neighbors\.kk' \(from --set\); did you mean 'neighbors\.k'\?"):
+        load_settings(overrides=["neighbors.kk=3"])
+    with pytest.raises(ConfigError, match=r"unknown setting 'pixles' .*did you mean 'pixels'\?"):
+        load_settings(overrides=["pixles.timeout_seconds=3"])
+    with pytest.raises(ConfigError, match=r"unknown setting 'zzz'[^;]*$"):  # nothing close: no guess
+        load_settings(overrides=["zzz=1"])
