@@ -73,9 +73,27 @@ def summary_lines(ctx, results: dict) -> list[str]:
     if results.get("report"):
         lines.append(f"report: {results['report']['path']}")
     lines.append(f"tables: {ctx.settings.output}  "
-                 f"(query: triage sql \"SELECT modality, count(*) FROM instances GROUP BY modality\" "
+                 f"(query: {command_name()} sql \"SELECT modality, count(*) FROM instances GROUP BY modality\" "
                  f"--output {ctx.settings.output})")
     return lines
+
+
+def command_name() -> str:
+    """How to call this tool again from here: `triage` when that is on PATH and is
+    the one running; else the script's own path (`.venv/bin/triage` after
+    `make demo`, whose venv is not activated); `python -m dicom_triage.jobs`
+    when started that way."""
+    import os
+    import shutil
+    import sys
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(script) != "triage":
+        return "triage" if shutil.which("triage") else "python -m dicom_triage.jobs"
+    on_path = shutil.which("triage")
+    if on_path and os.path.samefile(on_path, script):
+        return "triage"
+    relative = os.path.relpath(script)
+    return script if relative.startswith("..") else relative
 
 
 def findings_lines(store) -> list[str]:

@@ -254,3 +254,23 @@ def test_report_on_the_demo_pipeline(full_pipeline, monkeypatch):
     assert_renders(seen, images=5, map_points=20)
     for expected in ("EXACT_DUPLICATE", "NOT_DICOM", "Review queue", "site_a"):
         assert expected in seen["text"], expected
+
+
+def test_the_summary_names_the_command_as_it_can_be_typed(tmp_path, monkeypatch):
+    """After `make demo` the venv is not activated: `triage` is .venv/bin/triage."""
+    from dicom_triage.jobs.summary import command_name
+
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    script = venv_bin / "triage"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == ".venv/bin/triage"
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert command_name() == "triage"
+    monkeypatch.setattr("sys.argv", ["/somewhere/jobs/__main__.py", "run"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == "python -m dicom_triage.jobs"
