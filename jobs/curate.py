@@ -25,6 +25,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window, functions as F
 
 from dicom_triage.jobs.anatomy import explained_looks
+from dicom_triage.jobs.progress import counts_text
 from dicom_triage.jobs.runtime import RunContext
 from dicom_triage.schemas.curate import INCLUSION, REVIEW_QUEUE
 from dicom_triage.schemas.pixels import FINDINGS
@@ -75,7 +76,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
     counts = decision_counts(store.read("inclusion"))
     counts["review_queue"] = store.read("review_queue").count()
     counts["seconds"] = round(time.monotonic() - started, 2)
-    say(f"curate: done ({counts['seconds']} s) {counts}")
+    say(f"curate: done in {counts['seconds']:.0f} s: {counts_text(counts)}")
     tracker.metrics({f"curate.{k}": v for k, v in counts.items()})
     return counts
 

@@ -18,6 +18,7 @@ from dicom_triage.jobs.clusters import cluster_embeddings, makeup_by_dimension, 
 from dicom_triage.jobs.config import ConfigError
 from dicom_triage.jobs.graph import connected_components
 from dicom_triage.jobs.knn import all_pairs_knn
+from dicom_triage.jobs.progress import counts_text
 from dicom_triage.jobs.runtime import RunContext
 from dicom_triage.schemas.neighbors import CLUSTER_MAKEUP, CLUSTERS, DUPLICATES, NEIGHBORS
 
@@ -72,7 +73,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
               .select(F.explode("findings.code").alias("code")).groupBy("code").count().collect()}
     counts["duplicate_groups"] = ctx.store.read("duplicates").select("group_id").distinct().count()
     counts["seconds"] = round(time.monotonic() - started, 2)
-    say(f"neighbors: done ({counts['seconds']} s) {counts}")
+    say(f"neighbors: done in {counts['seconds']:.0f} s: {counts_text(counts)}")
     tracker.metrics({f"neighbors.{k}": v for k, v in counts.items()})
     return counts
 

@@ -52,3 +52,8 @@ def shown(spark, label: str, say=print, every: float = 15.0):
     finally:
         stop.set()
         thread.join(timeout=every)
+
+
+def counts_text(counts: dict) -> str:
+    """Stage counts for people: 'include 428, exclude 95', not a Python dict."""
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items() if key != "seconds")

@@ -40,3 +40,9 @@ def test_silent_when_disabled(spark):
 
 def test_progress_line_format():
     assert progress_line("pixels", (3, 8, 2), 61.4) == "  pixels: 3/8 tasks done, 2 running (61 s)"
+
+
+def test_stage_counts_are_written_for_people():
+    from dicom_triage.jobs.progress import counts_text
+    assert counts_text({"include": 428, "exclude": 95, "review_queue": 63, "seconds": 55.28}) == \
+        "include 428, exclude 95, review queue 63"
