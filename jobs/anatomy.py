@@ -24,6 +24,7 @@ from pyspark.sql import Column, DataFrame, Window, functions as F
 from pyspark.sql.types import BooleanType, StringType, StructField, StructType
 
 from dicom_triage.jobs.config import ConfigError
+from dicom_triage.jobs.progress import counts_text
 from dicom_triage.jobs.runtime import RunContext
 from dicom_triage.schemas.embedding import ANATOMY
 from dicom_triage.udfs.relevance import ACQUISITION_COLUMNS, PIXEL_DEFECTS
@@ -98,7 +99,7 @@ def run(ctx: RunContext, tracker, say=print) -> dict:
         scored.unpersist()
     counts = {r.code: r["count"] for r in store.read(ANATOMY_TABLE)
               .select(F.explode("findings.code").alias("code")).groupBy("code").count().collect()}
-    say(f"anatomy: wrote {ANATOMY_TABLE} ({time.monotonic() - started:.1f} s) findings {counts}")
+    say(f"anatomy: wrote {ANATOMY_TABLE} ({time.monotonic() - started:.1f} s); findings: {counts_text(counts) or 'none'}")
     counts = {f"anatomy.{code}": n for code, n in counts.items()}
     counts["seconds"] = round(time.monotonic() - started, 2)
     tracker.metrics({k if k.startswith("anatomy.") else f"anatomy.{k}": v for k, v in counts.items()})
@@ -451,7 +452,7 @@ def train(ctx: RunContext, tracker, say=print):
     labels, source = labels_frame(ctx)
     sample = training_sample(labels, ctx.store.read("embeddings"), settings.max_per_class)
     counts = sample["region"].value_counts().to_dict()
-    say(f"train-anatomy: {len(sample)} {source} labels {counts}")
+    say(f"train-anatomy: {len(sample)} {source} labels: {counts_text(counts)}")
     model = train_region_classifier(
         np.stack(sample["embedding"].to_numpy()) if len(sample) else np.zeros((0, 1)),
         list(sample["region"]), min_per_class=settings.min_labels_per_class,
@@ -461,7 +462,7 @@ def train(ctx: RunContext, tracker, say=print):
         groups=list(sample["series_instance_uid"].fillna("")), keys=list(sample["path"]))
     metrics = model.metrics
     say(f"train-anatomy: hold-out accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}; "
-        f"classes {list(model.classes)}" + (f", left out (too few labels): {model.dropped_classes}"
+        f"classes {list(model.classes)}" + (f", left out (too few labels): {counts_text(model.dropped_classes)}"
                                              if model.dropped_classes else ""))
     uri = log_model(ctx, tracker, model)
     return model, uri

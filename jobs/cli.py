@@ -60,6 +60,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="override one setting, e.g. --set ingest.files_per_partition=500")
     parser.add_argument("--input", default=argparse.SUPPRESS, help="delivery folder or URI (setting `input`)")
     parser.add_argument("--output", default=argparse.SUPPRESS, help="where tables go (setting `output`)")
+    parser.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show Spark's, MLflow's and other libraries' messages too (setting `verbose`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +112,8 @@ def settings_from(args: argparse.Namespace, extra: list[str] | None = None):
     for key in ("input", "output"):
         if getattr(args, key, None) is not None:
             overrides.append(f"{key}={getattr(args, key)}")
+    if getattr(args, "verbose", False):
+        overrides.append("verbose=true")
     if getattr(args, "labels", None) is not None:
         overrides.append(f"annotate.labels={args.labels}")
     if getattr(args, "truth", None) is not None:

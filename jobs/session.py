@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 import shlex
 import shutil
 import sys
@@ -19,6 +20,9 @@ from dicom_triage.jobs.config import ConfigError, Settings
 class EnvironmentProblem(RuntimeError):
     """The machine lacks something the job needs (e.g. Java)."""
 
+
+# Spark's log for the embedded default: WARN, without lines that say nothing to a user.
+QUIET_LOG4J = str(resources.files("dicom_triage.conf").joinpath("log4j2.properties"))
 
 # The master URLs spark-submit accepts (anything else exits the gateway with a Java trace).
 MASTER_URL = re.compile(r"^(local(\[\s*(\*|\d+)\s*(,\s*\d+\s*)?\])?|local-cluster\[[\d,\s]+\]|spark://\S+|yarn|k8s://\S+)$")
@@ -95,6 +99,11 @@ def get_spark(settings: Settings):
         builder = builder.config(key, str(value))
     if master and master.startswith("local"):
         builder = builder.config("spark.ui.enabled", conf.get("spark.ui.enabled", "false"))
+    if not launched_by_submit and not settings.verbose:  # this process starts the JVM: its log is ours to set
+        java_options = str(conf.get("spark.driver.extraJavaOptions", ""))
+        if "log4j2.configurationFile" not in java_options:
+            builder = builder.config("spark.driver.extraJavaOptions",
+                                     f"{java_options} -Dlog4j2.configurationFile={QUIET_LOG4J}".strip())
     try:
         spark = builder.getOrCreate()
     except Exception as exc:  # a master Spark cannot parse or reach, a setting it rejects

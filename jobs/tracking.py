@@ -87,9 +87,11 @@ def tracked_run(settings: Settings, run_id: str, command: str):
         yield Tracker(False)
         return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if not settings.verbose:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     for name in ("mlflow", "alembic"):  # after import: mlflow sets its own levels
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.INFO if settings.verbose else logging.ERROR)
     mlflow.set_tracking_uri(tracking_uri(settings))
     _use_experiment(settings)
     with mlflow.start_run(run_name=f"{command}-{run_id}"):

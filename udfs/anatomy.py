@@ -387,8 +387,8 @@ def train_region_classifier(X: np.ndarray, y: list[str], min_per_class: int = 5,
         raise InsufficientLabels(
             f"anatomy: a classifier needs at least 2 regions with >= {min_per_class} labels "
             f"(setting 'anatomy.min_labels_per_class'); have {len(classes)}: "
-            f"{ {c: label_counts[c] for c in classes} }"
-            + (f", left out as rare: {dict(sorted(rare.items()))}" if rare else ""))
+            + ", ".join(f"{c} {label_counts[c]}" for c in classes)
+            + ("; left out as rare: " + ", ".join(f"{c} {n}" for c, n in sorted(rare.items())) if rare else ""))
 
     rng = np.random.default_rng(seed)
     keep = _cap_indices(y_arr, classes, max_per_class, rng)
