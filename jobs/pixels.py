@@ -19,9 +19,9 @@ from pyspark.sql import Column, DataFrame, Window, functions as F
 from dicom_triage.jobs.arrow_schema import to_arrow_schema
 from dicom_triage.jobs.fences import with_robust_z
 from dicom_triage.jobs.runtime import RunContext
+from dicom_triage.jobs.storage import whole_object_reader
 from dicom_triage.schemas.pixels import PIXEL_MEASURES, PIXEL_STATS, SERIES
 from dicom_triage.udfs.geometry import GeometryRules, series_geometry
-from dicom_triage.jobs.storage import whole_object_reader
 from dicom_triage.udfs.pixel_batch import make_pixel_measurer
 from dicom_triage.udfs.projections import series_projections
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import resources
 import shlex
 import shutil
 import sys
+from importlib import resources
 
 from dicom_triage.jobs.config import ConfigError, Settings
 
@@ -106,11 +106,10 @@ def get_spark(settings: Settings):
                                      f"{java_options} -Dlog4j2.configurationFile={QUIET_LOG4J}".strip())
     try:
         spark = builder.getOrCreate()
-    except Exception as exc:  # a master Spark cannot parse or reach, a setting it rejects
-        if not (settings.spark.master or conf):
-            raise
-        setting = "spark.master" if settings.spark.master else "spark.conf"
-        raise ConfigError(f"setting '{setting}': Spark did not start: {java_message(exc)}") from None
+    except Exception as exc:  # a master it cannot reach, a setting it rejects, a JVM that died: one line
+        if settings.spark.master:
+            raise ConfigError(f"setting 'spark.master': Spark did not start: {java_message(exc)}") from None
+        raise EnvironmentProblem(f"Spark did not start: {java_message(exc)}") from None
     spark.sparkContext.setLogLevel(settings.spark.log_level)
     _ship_wheels(spark.sparkContext)
     return spark

@@ -482,3 +482,15 @@ def test_a_slow_read_counts_against_the_pixel_time_bound():
     assert time.monotonic() - started < 3
     assert out["pixel_error"] == UNREADABLE_PIXELS
     assert "pixels.timeout_seconds" in out["pixel_error_message"] and "ingest" not in out["pixel_error_message"]
+
+
+def test_pixel_bounds_defaults_are_the_configuration_defaults():
+    """The per-row functions' own defaults (used by benchmarks and tools that call
+    them directly) are the ones conf/default.yaml gives the job."""
+    from dicom_triage.jobs.config import load_settings
+    from dicom_triage.udfs.pixel_batch import MAX_OBJECT_BYTES
+    from dicom_triage.udfs.pixels import MAX_DECODED_BYTES, MAX_FRAME_BYTES
+
+    pixels = load_settings().pixels
+    assert (MAX_OBJECT_BYTES, MAX_FRAME_BYTES, MAX_DECODED_BYTES) == \
+        (pixels.max_object_bytes, pixels.max_frame_bytes, pixels.max_decoded_bytes)
