@@ -97,13 +97,25 @@ def list_objects(root: str, storage_options: dict | None = None, ignore_names=()
                 continue
             target = os.stat(info["name"])  # the file's own size and time, not the link's
             info = {**info, "size": target.st_size, "mtime": target.st_mtime}
-        relative = posixpath.relpath(path, base_dir) if base_dir else path
+        path = _utf8_name(path)
+        relative = posixpath.relpath(path, _utf8_name(base_dir)) if base_dir else path
         parts = relative.split("/")
         if parts[-1] in ignore_names or any(p.startswith(tuple(ignore_prefixes)) for p in parts if ignore_prefixes):
             continue
         out.append(Listed(full_uri(fs, path), relative, int(info.get("size") or 0),
                           _modified(info), _etag(info)))
     return out
+
+
+def _utf8_name(path: str) -> str:
+    """A local name whose bytes are not UTF-8 (Python holds them as surrogates)
+    with those bytes written as \\xNN: storable in a table, and visibly so. Such an
+    object cannot be read back by this name; ingest says so on its error row."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _link_to_file(fs, info: dict) -> bool:

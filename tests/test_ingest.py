@@ -239,3 +239,32 @@ def test_spark_submit_runs_the_ingest_stage(delivery, tmp_path):
                 for name in ("instances", "ingest_errors"))
     assert total == len(ground_truth(delivery))
     assert store_settings.output == str(output)
+
+
+def test_a_file_name_that_is_not_utf8_is_a_row_that_says_so(delivery, tmp_path):
+    """Latin-1 names from an old archive: listed (visibly escaped, storable), and
+    its error row tells the user what to do instead of a bare 'file not found'."""
+    import datetime as dt
+
+    from dicom_triage.jobs.runtime import header_policy
+    from dicom_triage.jobs.storage import list_objects, range_reader
+    from dicom_triage.udfs.ingest_batch import parse_rows
+
+    folder = tmp_path / "delivery"
+    folder.mkdir()
+    good = next(p for p, t in ground_truth(delivery).items() if t["category"] == "good")
+    latin1 = os.fsdecode(str(folder).encode() + b"/M\xfcller.dcm")
+    shutil.copy(delivery / good, latin1)
+    shutil.copy(delivery / good, folder / "plain.dcm")
+    listed = {o.relative_path: o for o in list_objects(str(folder))}
+    assert set(listed) == {"M\\xfcller.dcm", "plain.dcm"}
+    for item in listed.values():
+        item.path.encode("utf-8")  # storable: no lone surrogates left
+    policy = header_policy(load_settings(), b"any-secret-0123456789")
+    rows = {row["relative_path"]: row for row in parse_rows(
+        [{"path": o.path, "relative_path": o.relative_path, "size_bytes": o.size_bytes} for o in listed.values()],
+        policy, range_reader({}), "r", dt.datetime(2026, 1, 1))}
+    assert rows["plain.dcm"]["error_code"] is None
+    assert rows["M\\xfcller.dcm"]["error_code"] == "IO_ERROR"
+    assert "not valid UTF-8" in rows["M\\xfcller.dcm"]["error_message"]
+    assert "rename" in rows["M\\xfcller.dcm"]["error_message"]

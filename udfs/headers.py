@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import signal
 import struct
 import threading
@@ -83,12 +84,25 @@ def time_limit(seconds: float, work: str = "header parse", setting: str = "inges
         signal.signal(signal.SIGALRM, previous)
 
 
+# How the listing writes a byte of a file name that is not UTF-8 (jobs/storage.py).
+UNDECODABLE_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")
+
+
+def read_error_message(path: str, exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and UNDECODABLE_BYTE.search(path):
+        return ("the file name is not valid UTF-8 (its bytes are shown as \\xNN); tables hold names as "
+                "UTF-8, so the object cannot be read by its name: rename it, e.g. with "
+                "`convmv -f latin1 -t utf8 -r --notest DELIVERY`")
+    return f"{type(exc).__name__}: {exc}"
+
+
 def error_row(code: str, message: str, bytes_read: int = 0) -> dict:
     return {"error_code": code, "error_message": message[:2000], "bytes_read": bytes_read}
 
 
-def parse_object(fetch: Callable[[int, int], bytes], size: int, policy: HeaderPolicy) -> dict:
-    """Parse the header of one object of `size` bytes, read through `fetch(start, end)`."""
+def parse_object(fetch: Callable[[int, int], bytes], size: int, policy: HeaderPolicy, path: str = "") -> dict:
+    """Parse the header of one object of `size` bytes, read through `fetch(start, end)`
+    (`path` only words a read error)."""
     if size == 0:
         return error_row("EMPTY_FILE", "object has zero bytes")
     reader = BlockReader(fetch, size, policy.first_block_bytes, policy.max_block_bytes,
@@ -103,7 +117,7 @@ def parse_object(fetch: Callable[[int, int], bytes], size: int, policy: HeaderPo
     except (OSError, EOFError) as exc:
         if isinstance(exc, EOFError) or "shorter than listed" in str(exc):
             return error_row("IO_ERROR", f"object changed while reading: {exc}", reader.bytes_fetched)
-        return error_row("IO_ERROR", f"{type(exc).__name__}: {exc}", reader.bytes_fetched)
+        return error_row("IO_ERROR", read_error_message(path, exc), reader.bytes_fetched)
 
 
 def _parse(reader: BlockReader, policy: HeaderPolicy) -> dict:

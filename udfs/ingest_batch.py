@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from dicom_triage.udfs.headers import HeaderPolicy, error_row, parse_object
+from dicom_triage.udfs.headers import HeaderPolicy, error_row, parse_object, read_error_message
 
 logging.getLogger("pydicom").setLevel(logging.ERROR)
 
@@ -28,9 +28,9 @@ def parse_rows(rows: Iterable[dict], policy: HeaderPolicy,
             fetch = open_fetch(listed["path"])
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                parsed = parse_object(fetch, int(listed["size_bytes"]), policy)
+                parsed = parse_object(fetch, int(listed["size_bytes"]), policy, listed["path"])
         except Exception as exc:  # storage errors: the object is reported, the batch goes on
-            parsed = error_row("IO_ERROR", f"{type(exc).__name__}: {exc}")
+            parsed = error_row("IO_ERROR", read_error_message(listed["path"], exc))
         yield {**listed, **parsed, "run_id": run_id, "ingested_at": ingested_at}
 
 
