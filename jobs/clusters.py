@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import warnings
 from functools import reduce
 
 from pyspark import StorageLevel
@@ -181,8 +182,10 @@ def umap_map(df: DataFrame, sample: int, seed: int = 0, epochs: int = 100,
     import umap
 
     matrix = np.stack(rows["vector"].to_numpy()).astype(np.float32)
-    model = umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(neighbors, len(matrix) - 1),
-                      n_epochs=epochs, random_state=seed, low_memory=True).fit(matrix)
+    with warnings.catch_warnings():  # "n_jobs value 1 overridden to 1 by setting random_state": seeded on purpose
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        model = umap.UMAP(n_components=2, metric="cosine", n_neighbors=min(neighbors, len(matrix) - 1),
+                          n_epochs=epochs, random_state=seed, low_memory=True).fit(matrix)
 
     def project(frames):
         import pandas as pd
