@@ -31,6 +31,24 @@ STAGES: list[tuple[str, str]] = [
     ("report", "HTML report"),
 ]
 STAGE_NAMES = [name for name, _ in STAGES]
+# What each stage reads and writes (Delta tables under --output), and an example, for its --help.
+STAGE_HELP: dict[str, tuple[str, str, str]] = {
+    "ingest": ("the delivery (--input): object listing and headers",
+               "instances, ingest_errors, removed_objects",
+               "triage ingest --input s3://bucket/delivery --output s3://bucket/triage"),
+    "pixels": ("instances, and each object's pixel data", "pixel_stats, series",
+               "triage pixels --output ./triage-output --set pixels.timeout_seconds=300"),
+    "embed": ("instances, pixel_stats, and each decodable object", "embeddings",
+              "triage embed --output ./triage-output --set embed.device=cuda --set embed.batch_size=256"),
+    "anatomy": ("instances, embeddings; the registered region model, if any", "anatomy",
+                "triage anatomy --output ./triage-output --set 'anatomy.expected_regions=[head]'"),
+    "neighbors": ("embeddings, instances", "neighbors, duplicates, clusters, cluster_makeup",
+                  "triage neighbors --output ./triage-output --set neighbors.k=20"),
+    "curate": ("every table above that exists", "inclusion, review_queue",
+               "triage curate --output ./triage-output --set curate.severity.BLURRY=exclude"),
+    "report": ("the result tables", "report/triage-report.html under --output",
+               "triage report --output ./triage-output"),
+}
 DEFAULT_DEMO_DELIVERY = "demo-delivery"
 # `triage annotate ACTION`: each is jobs/annotate_<action>.py's run().
 ANNOTATE_ACTIONS = {
@@ -71,7 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, summary in STAGES:
-        _common(commands.add_parser(name, help=summary))
+        reads, writes, example = STAGE_HELP[name]
+        _common(commands.add_parser(
+            name, help=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+            description=f"{summary[0].upper()}{summary[1:]}.\n\nreads:  {reads}\nwrites: {writes}",
+            epilog=f"example:\n  {example}"))
     _common(commands.add_parser("run", help="every stage in order"))
     demo = commands.add_parser("demo", help="generate a demo delivery (if absent) and run everything on it")
     _common(demo)

@@ -51,3 +51,17 @@ def test_the_line_rule_tells_ours_from_theirs():
               "Successfully registered model 'dicom-triage-anatomy'.", "Traceback (most recent call last):"]
     assert all(OURS.match(line) for line in ours)
     assert not any(OURS.match(line) for line in theirs)
+
+
+def test_every_stage_help_says_what_it_reads_and_writes_with_an_example_that_works(capsys):
+    import shlex
+
+    from dicom_triage.jobs.cli import STAGE_HELP, STAGE_NAMES, build_parser, settings_from
+
+    for name in STAGE_NAMES:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        page = capsys.readouterr().out
+        assert "reads:" in page and "writes:" in page and f"example:\n  triage {name} " in page, page
+        example = shlex.split(STAGE_HELP[name][2])
+        settings_from(build_parser().parse_args(example[1:]))  # each --set names a real setting, validly
