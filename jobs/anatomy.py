@@ -465,6 +465,8 @@ def train(ctx: RunContext, tracker, say=print):
         f"classes {list(model.classes)}" + (f", left out (too few labels): {counts_text(model.dropped_classes)}"
                                              if model.dropped_classes else ""))
     uri = log_model(ctx, tracker, model)
+    if uri:
+        say(f"train-anatomy: registered as {uri}")
     return model, uri
 
 

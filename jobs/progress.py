@@ -55,5 +55,7 @@ def shown(spark, label: str, say=print, every: float = 15.0):
 
 
 def counts_text(counts: dict) -> str:
-    """Stage counts for people: 'include 428, exclude 95', not a Python dict."""
-    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items() if key != "seconds")
+    """Stage counts for people: 'include 428, review queue 63, EMBEDDING_OUTLIER 41',
+    not a Python dict (reason codes stay as written)."""
+    return ", ".join(f"{key if key.isupper() else key.replace('_', ' ')} {value}"
+                     for key, value in counts.items() if key != "seconds")

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import warnings
 from pathlib import Path
 
 from dicom_triage.jobs.config import Settings
@@ -92,6 +93,11 @@ def tracked_run(settings: Settings, run_id: str, command: str):
     import mlflow
     for name in ("mlflow", "alembic"):  # after import: mlflow sets its own levels
         logging.getLogger(name).setLevel(logging.INFO if settings.verbose else logging.ERROR)
+    if not settings.verbose:
+        from mlflow.utils.logging_utils import disable_logging
+        disable_logging()  # "Successfully registered model ..." and MLflow's other event lines
+        # the pyfunc works on any DataFrame by design; MLflow's nudge towards type hints is not for users
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method", category=UserWarning)
     mlflow.set_tracking_uri(tracking_uri(settings))
     _use_experiment(settings)
     with mlflow.start_run(run_name=f"{command}-{run_id}"):

@@ -46,3 +46,4 @@ def test_stage_counts_are_written_for_people():
     from dicom_triage.jobs.progress import counts_text
     assert counts_text({"include": 428, "exclude": 95, "review_queue": 63, "seconds": 55.28}) == \
         "include 428, exclude 95, review queue 63"
+    assert counts_text({"EMBEDDING_OUTLIER": 41, "duplicate_groups": 6}) == "EMBEDDING_OUTLIER 41, duplicate groups 6"
