@@ -26,9 +26,9 @@ def register_tables(ctx) -> list[str]:
 def format_table(columns: list[str], rows: list[list]) -> list[str]:
     cells = [[("" if v is None else str(v)) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
     return out
 
 
