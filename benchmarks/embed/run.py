@@ -98,9 +98,8 @@ def make_files(folder: Path, count: int, codecs: list[str]) -> dict[str, list[di
 
 
 def read_object(path: str) -> bytes:
-    from dicom_triage.jobs.storage import filesystem
-    fs, stripped = filesystem(path, {})
-    return fs.cat_file(stripped)
+    from dicom_triage.jobs.storage import read_bytes  # what the embed stage's executors read with
+    return read_bytes(path, {})
 
 
 def run_pipeline(rows, encoder, batch_size, prefetch) -> float:
